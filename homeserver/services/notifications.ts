@@ -1,0 +1,326 @@
+// Push actions, unread counts and GET /notifications (modules/push.md "Push Rules",
+// client-server-api "Receiving notifications", sync's unread_notifications).
+//
+// Persist time: after a batch of events commits, each event is evaluated against the push rules of
+// every local user joined to the room (and of a local invitee of an invite), except its sender and
+// users who ignore the sender. Events whose actions say `notify` become rows of event_push_actions
+// (with `highlight`), on the `unread` stream (sync/ordered-stream.ts). Inserting is idempotent
+// (primary key user + event), so re-running an evaluation never double counts.
+//
+// Read time: a room's counts are its rows after the user's read position: the later of their
+// unthreaded m.read / m.read.private receipt and, per thread, their receipt for that thread
+// (client-server-api "Receipts" → "Threaded read receipts"), and never before the user's own current
+// membership event (an invite stops counting once it is accepted). Muting (a rule without `notify`) thus
+// keeps counts at zero, and a receipt resets them.
+import { sql } from 'kysely';
+import type { IdentifiedPdu, JsonObject, StateMap } from '../../spec/events.ts';
+import { stateKey } from '../../spec/events.ts';
+import { getUserPowerLevel } from '../../spec/power-levels.ts';
+import { actionsHighlight, actionsNotify, evaluatePushRules, type PushContext } from '../../spec/push-rules.ts';
+import { parseUserId } from '../../spec/identifiers.ts';
+import type { Homeserver } from '../homeserver.ts';
+import type { PersistedEvent } from './room-writer.ts';
+import { orderedPosition, orderedWrite, PUSH_ACTIONS_STREAM } from '../sync/ordered-stream.ts';
+
+export interface EventPushActionsTable {
+  user_id: string;
+  event_id: string;
+  room_id: string;
+  stream_ordering: number;
+  thread_id: string;
+  highlight: boolean;
+  actions: string;
+  ts: number;
+  stream_id: number;
+}
+
+declare module '../storage/schema.ts' {
+  interface Tables {
+    event_push_actions: EventPushActionsTable;
+  }
+}
+
+declare module '../homeserver.ts' {
+  interface Services {
+    notifications: NotificationService;
+  }
+}
+
+export interface UnreadCounts {
+  notification_count: number;
+  highlight_count: number;
+}
+
+export interface RoomUnread {
+  /** Everything, threads included (for clients that do not ask for thread counts). */
+  total: UnreadCounts;
+  /** The main timeline only. */
+  main: UnreadCounts;
+  /** Per thread root. */
+  threads: Map<string, UnreadCounts>;
+}
+
+/** The thread an event belongs to: its thread root for an m.thread relation, else 'main'. */
+export function threadIdOf(pdu: { content?: unknown }): string {
+  const rel = (pdu.content as JsonObject | undefined)?.['m.relates_to'];
+  if (rel !== null && typeof rel === 'object' && !Array.isArray(rel)) {
+    const r = rel as JsonObject;
+    if (r['rel_type'] === 'm.thread' && typeof r['event_id'] === 'string') return r['event_id'];
+  }
+  return 'main';
+}
+
+interface RoomFacts {
+  stateRef: StateMap<string>;
+  /** Local joined members with their display names. */
+  members: Array<{ userId: string; displayName: string | null }>;
+  memberCount: number;
+  state: StateMap<IdentifiedPdu>;
+  notificationLevels: Record<string, number>;
+}
+
+export class NotificationService {
+  private readonly hs: Homeserver;
+  private readonly inFlight = new Set<Promise<void>>();
+  /** Per room: facts derived from its current state (recomputed when the state map changes). */
+  private readonly facts = new Map<string, RoomFacts>();
+
+  constructor(hs: Homeserver) {
+    this.hs = hs;
+  }
+
+  start(): void {
+    this.hs.services.rooms.writer.persistListeners.push((events) => {
+      const p = this.onPersisted(events).catch((err) => this.hs.logger.warn({ err }, 'push rule evaluation failed'));
+      this.inFlight.add(p);
+      void p.finally(() => this.inFlight.delete(p));
+    });
+  }
+
+  /** Resolves once every evaluation started before the call has finished (sync waits so its counts include the events it returns). */
+  async settled(): Promise<void> {
+    if (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+  }
+
+  private isLocal(userId: string): boolean {
+    return parseUserId(userId)?.serverName === this.hs.serverName;
+  }
+
+  private async roomFacts(roomId: string): Promise<RoomFacts | undefined> {
+    const rooms = this.hs.services.rooms;
+    const head = await rooms.writer.head(roomId);
+    if (!head) return undefined;
+    const cached = this.facts.get(roomId);
+    if (cached && cached.stateRef === head.state) return cached;
+    const memberIds: string[] = [];
+    for (const [k, id] of head.state) if (k.startsWith('m.room.member\u0000')) memberIds.push(id);
+    const createId = head.state.get(stateKey('m.room.create', ''));
+    const plId = head.state.get(stateKey('m.room.power_levels', ''));
+    const pdus = await rooms.writer.getPdus([...memberIds, ...(createId ? [createId] : []), ...(plId ? [plId] : [])]);
+    const members: RoomFacts['members'] = [];
+    let memberCount = 0;
+    for (const id of memberIds) {
+      const e = pdus.get(id);
+      if (!e || e.pdu.content['membership'] !== 'join' || typeof e.pdu.state_key !== 'string') continue;
+      memberCount++;
+      if (this.isLocal(e.pdu.state_key)) {
+        const dn = e.pdu.content['displayname'];
+        members.push({ userId: e.pdu.state_key, displayName: typeof dn === 'string' ? dn : null });
+      }
+    }
+    const state: StateMap<IdentifiedPdu> = new Map();
+    if (createId && pdus.get(createId)) state.set(stateKey('m.room.create', ''), pdus.get(createId)!);
+    if (plId && pdus.get(plId)) state.set(stateKey('m.room.power_levels', ''), pdus.get(plId)!);
+    const levels: Record<string, number> = { room: 50 };
+    const n = plId ? pdus.get(plId)?.pdu.content['notifications'] : undefined;
+    if (n !== null && typeof n === 'object' && !Array.isArray(n)) {
+      for (const [k, v] of Object.entries(n as JsonObject)) if (typeof v === 'number') levels[k] = v;
+    }
+    const facts: RoomFacts = { stateRef: head.state, members, memberCount, state, notificationLevels: levels };
+    if (this.facts.size > 5_000) this.facts.delete(this.facts.keys().next().value!);
+    this.facts.set(roomId, facts);
+    return facts;
+  }
+
+  private async onPersisted(events: PersistedEvent[]): Promise<void> {
+    const rows: EventPushActionsTable[] = [];
+    const rooms = this.hs.services.rooms;
+    for (const ev of events) {
+      const pdu = ev.event.pdu;
+      const sender = pdu.sender;
+      if (this.isLocal(sender)) void this.hs.services.presence?.userActive(sender).catch(() => undefined);
+      const facts = await this.roomFacts(ev.roomId);
+      if (!facts) continue;
+      const rv = await rooms.getRoomVersion(ev.roomId);
+      if (!rv) continue;
+      const targets = facts.members.filter((m) => m.userId !== sender);
+      // An invite notifies its (local) invitee, who is not joined yet.
+      if (pdu.type === 'm.room.member' && pdu.content['membership'] === 'invite' && typeof pdu.state_key === 'string' && this.isLocal(pdu.state_key) && pdu.state_key !== sender) {
+        if (!targets.some((t) => t.userId === pdu.state_key)) {
+          const dn = pdu.content['displayname'];
+          targets.push({ userId: pdu.state_key, displayName: typeof dn === 'string' ? dn : null });
+        }
+      }
+      if (targets.length === 0) continue;
+      const ignoring = await this.usersIgnoring(targets.map((t) => t.userId), sender);
+      const senderPowerLevel = getUserPowerLevel(rv, facts.state, sender);
+      const threadId = threadIdOf(pdu);
+      for (const t of targets) {
+        if (ignoring.has(t.userId)) continue;
+        const ruleset = await this.hs.services.pushRules.getRuleset(t.userId);
+        const ctx: PushContext = {
+          userId: t.userId,
+          displayName: t.displayName,
+          roomMemberCount: facts.memberCount,
+          senderPowerLevel,
+          notificationPowerLevels: facts.notificationLevels,
+        };
+        const result = evaluatePushRules(ruleset, { ...pdu, event_id: ev.eventId }, ctx);
+        if (!result || !actionsNotify(result.actions)) continue;
+        rows.push({
+          user_id: t.userId,
+          event_id: ev.eventId,
+          room_id: ev.roomId,
+          stream_ordering: ev.streamOrdering,
+          thread_id: threadId,
+          highlight: actionsHighlight(result.actions),
+          actions: JSON.stringify(result.actions),
+          ts: pdu.origin_server_ts,
+          stream_id: 0,
+        });
+      }
+    }
+    if (rows.length === 0) return;
+    const position = await orderedWrite(this.hs.db, PUSH_ACTIONS_STREAM, async (tx, next) => {
+      let last = 0;
+      for (const r of rows) r.stream_id = last = await next();
+      for (let i = 0; i < rows.length; i += 1_000) {
+        await tx.insertInto('event_push_actions').values(rows.slice(i, i + 1_000)).onConflict((oc) => oc.columns(['user_id', 'event_id']).doNothing()).execute();
+      }
+      return last;
+    });
+    for (const u of new Set(rows.map((r) => r.user_id))) await this.hs.bus.publish(`user:${u}`, { stream: 'unread', position });
+  }
+
+  /** Which of `users` have `sender` in their m.ignored_user_list. */
+  private async usersIgnoring(users: string[], sender: string): Promise<Set<string>> {
+    const rows = await this.hs.db
+      .selectFrom('account_data')
+      .select(['user_id', 'content'])
+      .where('type', '=', 'm.ignored_user_list')
+      .where('room_id', '=', '')
+      .where(sql<boolean>`user_id = any(${users}::text[])`)
+      .execute();
+    const out = new Set<string>();
+    for (const r of rows) {
+      try {
+        const ignored = (JSON.parse(r.content) as JsonObject)['ignored_users'];
+        if (ignored && typeof ignored === 'object' && Object.hasOwn(ignored, sender)) out.add(r.user_id);
+      } catch {
+        // unreadable content ignores no one
+      }
+    }
+    return out;
+  }
+
+  currentPosition(): Promise<number> {
+    return orderedPosition(this.hs.db, PUSH_ACTIONS_STREAM);
+  }
+
+  /** Rooms (of `roomIds`) where the user got new push actions in (since, upTo]. */
+  async roomsChanged(userId: string, since: number, upTo: number): Promise<Set<string>> {
+    if (upTo <= since) return new Set();
+    const rows = await this.hs.db
+      .selectFrom('event_push_actions')
+      .select('room_id')
+      .distinct()
+      .where('user_id', '=', userId)
+      .where('stream_id', '>', since)
+      .where('stream_id', '<=', upTo)
+      .execute();
+    return new Set(rows.map((r) => r.room_id));
+  }
+
+  /** Unread counts of the user in each of `roomIds` (rooms without unread rows are absent). */
+  async unreadCounts(userId: string, roomIds: readonly string[]): Promise<Map<string, RoomUnread>> {
+    const out = new Map<string, RoomUnread>();
+    if (roomIds.length === 0) return out;
+    const { rows } = await sql<{ room_id: string; thread_id: string; n: string; h: string }>`
+      with r as (
+        select room_id, thread_id, max(event_stream_ordering) as so from receipts
+        where user_id = ${userId} and receipt_type in ('m.read', 'm.read.private') and room_id = any(${[...roomIds]}::text[])
+        group by room_id, thread_id
+      )
+      select p.room_id, p.thread_id, count(*) as n, count(*) filter (where p.highlight) as h
+      from event_push_actions p
+      left join r ru on ru.room_id = p.room_id and ru.thread_id = ''
+      left join r rt on rt.room_id = p.room_id and rt.thread_id = p.thread_id
+      left join room_memberships m on m.room_id = p.room_id and m.user_id = ${userId}
+      where p.user_id = ${userId} and p.room_id = any(${[...roomIds]}::text[])
+        and p.stream_ordering > coalesce(ru.so, 0) and p.stream_ordering > coalesce(rt.so, 0)
+        and p.stream_ordering > coalesce(m.stream_ordering, 0)
+      group by p.room_id, p.thread_id`.execute(this.hs.db);
+    for (const r of rows) {
+      let u = out.get(r.room_id);
+      if (!u) out.set(r.room_id, (u = { total: zero(), main: zero(), threads: new Map() }));
+      const c = { notification_count: Number(r.n), highlight_count: Number(r.h) };
+      u.total.notification_count += c.notification_count;
+      u.total.highlight_count += c.highlight_count;
+      if (r.thread_id === 'main') u.main = c;
+      else u.threads.set(r.thread_id, c);
+    }
+    return out;
+  }
+
+  /** GET /notifications: newest first; `from` is the stream ordering to continue below. */
+  async list(userId: string, opts: { from?: number; limit: number; onlyHighlight: boolean }): Promise<{
+    items: Array<{ eventId: string; roomId: string; actions: unknown[]; ts: number; read: boolean; streamOrdering: number }>;
+    next?: number;
+  }> {
+    let q = this.hs.db
+      .selectFrom('event_push_actions as p')
+      .select(['p.event_id', 'p.room_id', 'p.actions', 'p.ts', 'p.stream_ordering', 'p.thread_id'])
+      .where('p.user_id', '=', userId)
+      .orderBy('p.stream_ordering', 'desc')
+      .limit(opts.limit + 1);
+    if (opts.from !== undefined) q = q.where('p.stream_ordering', '<', opts.from);
+    if (opts.onlyHighlight) q = q.where('p.highlight', '=', true);
+    const rows = await q.execute();
+    const more = rows.length > opts.limit;
+    const page = rows.slice(0, opts.limit);
+    const roomIds = [...new Set(page.map((r) => r.room_id))];
+    const receipts = roomIds.length
+      ? await this.hs.db
+          .selectFrom('receipts')
+          .select(['room_id', 'thread_id', 'event_stream_ordering'])
+          .where('user_id', '=', userId)
+          .where('receipt_type', 'in', ['m.read', 'm.read.private'])
+          .where(sql<boolean>`room_id = any(${roomIds}::text[])`)
+          .execute()
+      : [];
+    const readUpTo = (roomId: string, threadId: string): number => {
+      let m = 0;
+      for (const r of receipts) if (r.room_id === roomId && (r.thread_id === '' || r.thread_id === threadId)) m = Math.max(m, Number(r.event_stream_ordering));
+      return m;
+    };
+    const items = page.map((r) => ({
+      eventId: r.event_id,
+      roomId: r.room_id,
+      actions: JSON.parse(r.actions) as unknown[],
+      ts: Number(r.ts),
+      read: Number(r.stream_ordering) <= readUpTo(r.room_id, r.thread_id),
+      streamOrdering: Number(r.stream_ordering),
+    }));
+    return more ? { items, next: items.at(-1)!.streamOrdering } : { items };
+  }
+}
+
+function zero(): UnreadCounts {
+  return { notification_count: 0, highlight_count: 0 };
+}
+
+export function initNotifications(hs: Homeserver): NotificationService {
+  const s = new NotificationService(hs);
+  hs.services.notifications = s;
+  return s;
+}

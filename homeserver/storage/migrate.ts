@@ -1,0 +1,35 @@
+// Versioned migrations, applied at start-up, the same on PostgreSQL and PGlite. Each migration is a
+// module in ./migrations named NNNN_what.ts exporting `up(db)`; they run in name order, each once.
+// Migrations are never edited after they land: a change is a new migration.
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Migrator, type Migration, type MigrationProvider } from 'kysely';
+import type { Logger } from 'pino';
+import type { Db } from './schema.ts';
+
+const dir = join(import.meta.dirname, 'migrations');
+
+class DirectoryMigrations implements MigrationProvider {
+  async getMigrations(): Promise<Record<string, Migration>> {
+    const out: Record<string, Migration> = {};
+    for (const name of readdirSync(dir).sort()) {
+      if (!/^\d{4}_[a-z0-9_]+\.ts$/.test(name)) continue;
+      const mod = (await import(pathToFileURL(join(dir, name)).href)) as Migration;
+      out[name.replace(/\.ts$/, '')] = mod;
+    }
+    return out;
+  }
+}
+
+export async function runMigrations(db: Db, logger: Logger, schema: string | null = null): Promise<void> {
+  // With a schema, kysely must look for its migration tables there: otherwise it sees another schema's
+  // kysely_migration table (its introspection lists every schema), skips creating ours, and fails.
+  const migrator = new Migrator({ db, provider: new DirectoryMigrations(), ...(schema ? { migrationTableSchema: schema } : {}) });
+  const { error, results } = await migrator.migrateToLatest();
+  for (const r of results ?? []) {
+    if (r.status === 'Success') logger.info({ migration: r.migrationName }, 'migration applied');
+    else if (r.status === 'Error') logger.error({ migration: r.migrationName }, 'migration failed');
+  }
+  if (error) throw error;
+}

@@ -1,0 +1,321 @@
+// SQL for rooms and their events (DESIGN.md §3). The room service decides; this module reads and writes.
+import { sql } from 'kysely';
+import type { Pdu, StateKey } from '../../spec/events.ts';
+import { splitStateKey, stateKey } from '../../spec/events.ts';
+import type { Db, Queryable } from './schema.ts';
+
+export interface RoomsTable {
+  room_id: string;
+  room_version: string;
+  creator: string;
+  is_public: boolean;
+  created_ts: number;
+  state_group: string | null;
+}
+export interface EventsTable {
+  event_id: string;
+  room_id: string;
+  type: string;
+  state_key: string | null;
+  sender: string;
+  depth: number;
+  origin_server_ts: number;
+  stream_ordering: number;
+  json: string;
+  redacts: string | null;
+  redacted_by: string | null;
+  rejected_reason: string | null;
+  soft_failed: boolean;
+  outlier: boolean;
+  state_group_before: string | null;
+  state_group: string | null;
+  auth_chain_id: string | null;
+  auth_chain_seq: number | null;
+}
+export interface EventEdgesTable {
+  event_id: string;
+  prev_event_id: string;
+  room_id: string;
+}
+export interface EventAuthTable {
+  event_id: string;
+  auth_id: string;
+  room_id: string;
+}
+export interface CurrentStateTable {
+  room_id: string;
+  type: string;
+  state_key: string;
+  event_id: string;
+  membership: string | null;
+}
+export interface ForwardExtremitiesTable {
+  room_id: string;
+  event_id: string;
+}
+export interface RoomMembershipsTable {
+  user_id: string;
+  room_id: string;
+  membership: string;
+  event_id: string;
+  sender: string;
+  stream_ordering: number;
+  forgotten: boolean;
+}
+export interface EventTxnIdsTable {
+  user_id: string;
+  device_id: string;
+  endpoint: string;
+  room_id: string;
+  txn_id: string;
+  event_id: string;
+  created_ts: number;
+}
+export interface RoomAliasesTable {
+  alias: string;
+  room_id: string;
+  creator: string;
+  created_ts: number;
+}
+export interface StreamInFlightTable {
+  stream: string;
+  position: number;
+  instance: string;
+  created_ts: number;
+}
+
+declare module './schema.ts' {
+  interface Tables {
+    rooms: RoomsTable;
+    events: EventsTable;
+    event_edges: EventEdgesTable;
+    event_auth: EventAuthTable;
+    current_state: CurrentStateTable;
+    forward_extremities: ForwardExtremitiesTable;
+    room_memberships: RoomMembershipsTable;
+    event_txn_ids: EventTxnIdsTable;
+    room_aliases: RoomAliasesTable;
+    stream_in_flight: StreamInFlightTable;
+  }
+}
+
+/** An event as stored, with what the server knows about it. */
+export interface StoredEvent {
+  eventId: string;
+  roomId: string;
+  pdu: Pdu;
+  streamOrdering: number;
+  depth: number;
+  rejectedReason: string | null;
+  softFailed: boolean;
+  outlier: boolean;
+  redactedBy: string | null;
+  stateGroupBefore: string | null;
+  stateGroup: string | null;
+}
+
+type EventRow = Pick<
+  EventsTable,
+  'event_id' | 'room_id' | 'json' | 'stream_ordering' | 'depth' | 'rejected_reason' | 'soft_failed' | 'outlier' | 'redacted_by' | 'state_group_before' | 'state_group'
+>;
+const EVENT_COLUMNS = [
+  'event_id', 'room_id', 'json', 'stream_ordering', 'depth', 'rejected_reason', 'soft_failed', 'outlier', 'redacted_by', 'state_group_before', 'state_group',
+] as const;
+
+export function rowToStoredEvent(r: EventRow): StoredEvent {
+  return {
+    eventId: r.event_id,
+    roomId: r.room_id,
+    pdu: JSON.parse(r.json) as Pdu,
+    streamOrdering: Number(r.stream_ordering),
+    depth: Number(r.depth),
+    rejectedReason: r.rejected_reason,
+    softFailed: r.soft_failed,
+    outlier: r.outlier,
+    redactedBy: r.redacted_by,
+    stateGroupBefore: r.state_group_before,
+    stateGroup: r.state_group,
+  };
+}
+
+export async function getEventsByIds(db: Queryable, ids: string[]): Promise<StoredEvent[]> {
+  if (ids.length === 0) return [];
+  const rows = await db.selectFrom('events').select(EVENT_COLUMNS).where('event_id', 'in', ids).execute();
+  return rows.map(rowToStoredEvent);
+}
+
+export async function getRoom(db: Queryable, roomId: string): Promise<RoomsTable | undefined> {
+  return db.selectFrom('rooms').selectAll().where('room_id', '=', roomId).executeTakeFirst();
+}
+
+export async function getForwardExtremities(db: Queryable, roomId: string): Promise<Array<{ eventId: string; depth: number }>> {
+  const rows = await db
+    .selectFrom('forward_extremities as f')
+    .innerJoin('events as e', 'e.event_id', 'f.event_id')
+    .select(['f.event_id', 'e.depth'])
+    .where('f.room_id', '=', roomId)
+    .execute();
+  return rows.map((r) => ({ eventId: r.event_id, depth: Number(r.depth) }));
+}
+
+export async function getCurrentStateIds(db: Queryable, roomId: string): Promise<Map<StateKey, string>> {
+  const rows = await db.selectFrom('current_state').select(['type', 'state_key', 'event_id']).where('room_id', '=', roomId).execute();
+  return new Map(rows.map((r) => [stateKey(r.type, r.state_key), r.event_id]));
+}
+
+export async function getCurrentStateEventId(db: Queryable, roomId: string, type: string, sk: string): Promise<string | undefined> {
+  const r = await db
+    .selectFrom('current_state')
+    .select('event_id')
+    .where('room_id', '=', roomId)
+    .where('type', '=', type)
+    .where('state_key', '=', sk)
+    .executeTakeFirst();
+  return r?.event_id;
+}
+
+/** Everything one flush writes for one room, in event order. */
+export interface PersistBatch {
+  roomId: string;
+  newRoom?: { roomVersion: string; creator: string; createdTs: number };
+  events: Array<{
+    eventId: string;
+    pdu: Pdu;
+    json: string;
+    streamOrdering: number;
+    stateGroupBefore: string;
+    stateGroup: string;
+    prevEventIds: string[];
+    authEventIds: string[];
+    authChain: { chainId: string; seq: number } | null;
+  }>;
+  /** The room's state group and forward extremities after the last event of the batch. */
+  stateGroup: string;
+  extremities: string[];
+  /** Current-state changes (null removes a key), in order; later entries win. */
+  stateChanges: Array<[StateKey, string | null]>;
+  memberships: Array<{ userId: string; membership: string; eventId: string; sender: string; streamOrdering: number }>;
+  redactions: Array<{ redactionId: string; targetId: string }>;
+  txnIds: EventTxnIdsTable[];
+}
+
+function lastByKey<T>(items: T[], key: (t: T) => string): T[] {
+  const m = new Map<string, T>();
+  for (const it of items) {
+    const k = key(it);
+    m.delete(k);
+    m.set(k, it);
+  }
+  return [...m.values()];
+}
+
+/**
+ * Writes the rows of several rooms' batches (inside the caller's transaction; state groups and the auth
+ * chain index are written by their stores). One multi-row statement per table whatever the number of
+ * rooms, so a flush of many rooms costs about as much as a flush of one.
+ */
+export async function writeBatches(tx: Queryable, batches: PersistBatch[], membershipOf: (eventId: string) => string | null): Promise<void> {
+  const newRooms = batches.filter((b) => b.newRoom);
+  if (newRooms.length > 0) {
+    await tx
+      .insertInto('rooms')
+      .values(newRooms.map((b) => ({ room_id: b.roomId, room_version: b.newRoom!.roomVersion, creator: b.newRoom!.creator, is_public: false, created_ts: b.newRoom!.createdTs, state_group: b.stateGroup })))
+      .execute();
+  }
+  const moved = batches.filter((b) => !b.newRoom && b.stateChanges.length > 0);
+  if (moved.length > 0) {
+    await sql`update rooms set state_group = v.g from unnest(${moved.map((b) => b.roomId)}::text[], ${moved.map((b) => b.stateGroup)}::text[]) as v(r, g)
+      where rooms.room_id = v.r`.execute(tx);
+  }
+  const events = batches.flatMap((b) => b.events.map((e) => ({ b, e })));
+  for (let i = 0; i < events.length; i += 2000) {
+    await tx
+      .insertInto('events')
+      .values(
+        events.slice(i, i + 2000).map(({ b, e }) => ({
+          event_id: e.eventId,
+          room_id: b.roomId,
+          type: e.pdu.type,
+          state_key: typeof e.pdu.state_key === 'string' ? e.pdu.state_key : null,
+          sender: e.pdu.sender,
+          depth: e.pdu.depth,
+          origin_server_ts: e.pdu.origin_server_ts,
+          stream_ordering: e.streamOrdering,
+          json: e.json,
+          redacts: redactsOf(e.pdu),
+          redacted_by: null,
+          rejected_reason: null,
+          soft_failed: false,
+          outlier: false,
+          state_group_before: e.stateGroupBefore,
+          state_group: e.stateGroup,
+          auth_chain_id: e.authChain?.chainId ?? null,
+          auth_chain_seq: e.authChain?.seq ?? null,
+        })),
+      )
+      .execute();
+  }
+  const edges = events.flatMap(({ b, e }) => e.prevEventIds.map((p) => ({ event_id: e.eventId, prev_event_id: p, room_id: b.roomId })));
+  for (let i = 0; i < edges.length; i += 10_000) await tx.insertInto('event_edges').values(edges.slice(i, i + 10_000)).execute();
+  const auth = events.flatMap(({ b, e }) => e.authEventIds.map((a) => ({ event_id: e.eventId, auth_id: a, room_id: b.roomId })));
+  for (let i = 0; i < auth.length; i += 10_000) await tx.insertInto('event_auth').values(auth.slice(i, i + 10_000)).execute();
+
+  const changes = batches.flatMap((b) => lastByKey(b.stateChanges, ([k]) => k).map(([k, v]) => ({ roomId: b.roomId, k, v })));
+  for (const { roomId, k } of changes.filter((c) => c.v === null)) {
+    const [type, sk] = splitStateKey(k);
+    await tx.deleteFrom('current_state').where('room_id', '=', roomId).where('type', '=', type).where('state_key', '=', sk).execute();
+  }
+  const upserts = changes.filter((c) => c.v !== null);
+  for (let i = 0; i < upserts.length; i += 10_000) {
+    await tx
+      .insertInto('current_state')
+      .values(
+        upserts.slice(i, i + 10_000).map(({ roomId, k, v }) => {
+          const [type, sk] = splitStateKey(k);
+          return { room_id: roomId, type, state_key: sk, event_id: v!, membership: type === 'm.room.member' ? membershipOf(v!) : null };
+        }),
+      )
+      .onConflict((oc) =>
+        oc.columns(['room_id', 'type', 'state_key']).doUpdateSet((eb) => ({ event_id: eb.ref('excluded.event_id'), membership: eb.ref('excluded.membership') })),
+      )
+      .execute();
+  }
+  const memberships = batches.flatMap((b) => lastByKey(b.memberships, (m) => m.userId).map((m) => ({ roomId: b.roomId, m })));
+  for (let i = 0; i < memberships.length; i += 5000) {
+    await tx
+      .insertInto('room_memberships')
+      .values(memberships.slice(i, i + 5000).map(({ roomId, m }) => ({ user_id: m.userId, room_id: roomId, membership: m.membership, event_id: m.eventId, sender: m.sender, stream_ordering: m.streamOrdering, forgotten: false })))
+      .onConflict((oc) =>
+        oc.columns(['user_id', 'room_id']).doUpdateSet((eb) => ({
+          membership: eb.ref('excluded.membership'),
+          event_id: eb.ref('excluded.event_id'),
+          sender: eb.ref('excluded.sender'),
+          stream_ordering: eb.ref('excluded.stream_ordering'),
+          forgotten: false,
+        })),
+      )
+      .execute();
+  }
+  // Forward extremities: each room's set replaced in one statement.
+  const exRooms = batches.flatMap((b) => b.extremities.map(() => b.roomId));
+  const exIds = batches.flatMap((b) => b.extremities);
+  await sql`with v as (select r, e from unnest(${exRooms}::text[], ${exIds}::text[]) as v(r, e)),
+    d as (delete from forward_extremities f where f.room_id = any(${batches.map((b) => b.roomId)}::text[])
+      and not exists (select 1 from v where v.r = f.room_id and v.e = f.event_id))
+    insert into forward_extremities (room_id, event_id) select r, e from v on conflict do nothing`.execute(tx);
+  const redactions = batches.flatMap((b) => b.redactions.map((r) => ({ roomId: b.roomId, ...r })));
+  if (redactions.length > 0) {
+    await sql`update events set redacted_by = v.redaction from unnest(${redactions.map((r) => r.targetId)}::text[], ${redactions.map((r) => r.redactionId)}::text[], ${redactions.map((r) => r.roomId)}::text[]) as v(target, redaction, room)
+      where events.event_id = v.target and events.room_id = v.room and events.redacted_by is null`.execute(tx);
+  }
+  const txnIds = batches.flatMap((b) => b.txnIds);
+  if (txnIds.length > 0) await tx.insertInto('event_txn_ids').values(txnIds).onConflict((oc) => oc.doNothing()).execute();
+}
+
+/** The id an m.room.redaction event redacts (top level before v11, in content from v11; either is read). */
+export function redactsOf(pdu: Pdu): string | null {
+  if (pdu.type !== 'm.room.redaction') return null;
+  const c = pdu.content['redacts'];
+  if (typeof c === 'string') return c;
+  return typeof pdu.redacts === 'string' ? pdu.redacts : null;
+}

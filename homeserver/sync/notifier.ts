@@ -1,0 +1,109 @@
+// Wakes waiting /sync long-polls. One bus subscription per channel that has waiters in this process
+// (shared by all of them), and per waiter only a small record: the channels it waits on and the
+// resolver of its promise. So an idle long-poll costs a few hundred bytes here, whatever the number
+// of rooms, and a write wakes exactly the requests of the users and rooms it concerns.
+//
+// A waiter is registered before the request reads its stream positions: a write that commits after
+// the read publishes after it too, and finds the waiter (no lost wake-ups).
+import type { Bus } from '../runtime/bus.ts';
+
+export class Waiter {
+  fired = false;
+  /** Set while someone awaits the waiter. */
+  resolve: (() => void) | null = null;
+  timer: NodeJS.Timeout | null = null;
+  readonly channels: string[];
+  constructor(channels: string[]) {
+    this.channels = channels;
+  }
+}
+
+export class SyncNotifier {
+  private readonly bus: Bus;
+  private readonly waiters = new Map<string, Set<Waiter>>();
+  private readonly unsubscribe = new Map<string, () => void>();
+
+  constructor(bus: Bus) {
+    this.bus = bus;
+  }
+
+  /** Long-polls registered and not yet released in this process (for the bench and metrics). */
+  private readonly registered = new Set<Waiter>();
+  get waitingCount(): number {
+    return this.registered.size;
+  }
+
+  /** Registers a waiter on `channels`; call `release` when done with it. */
+  register(channels: string[]): Waiter {
+    const w = new Waiter(channels);
+    this.registered.add(w);
+    for (const ch of channels) {
+      let set = this.waiters.get(ch);
+      if (!set) {
+        this.waiters.set(ch, (set = new Set()));
+        this.unsubscribe.set(ch, this.bus.subscribe(ch, () => this.fire(ch)));
+      }
+      set.add(w);
+    }
+    return w;
+  }
+
+  private fire(ch: string): void {
+    const set = this.waiters.get(ch);
+    if (!set) return;
+    for (const w of set) wake(w);
+  }
+
+  /** Waits until the waiter fires or `ms` pass. Returns true when woken. */
+  wait(w: Waiter, ms: number): Promise<boolean> {
+    if (w.fired) return Promise.resolve(true);
+    if (ms <= 0) return Promise.resolve(false);
+    return new Promise<boolean>((resolve) => {
+      w.resolve = () => resolve(w.fired);
+      w.timer = setTimeout(() => {
+        w.timer = null;
+        const r = w.resolve;
+        w.resolve = null;
+        r?.();
+      }, ms);
+    });
+  }
+
+  release(w: Waiter): void {
+    this.registered.delete(w);
+    if (w.timer) clearTimeout(w.timer);
+    w.timer = null;
+    w.resolve = null;
+    for (const ch of w.channels) {
+      const set = this.waiters.get(ch);
+      if (!set) continue;
+      set.delete(w);
+      if (set.size === 0) {
+        this.waiters.delete(ch);
+        this.unsubscribe.get(ch)?.();
+        this.unsubscribe.delete(ch);
+      }
+    }
+  }
+
+  /** Wakes every waiter (shutdown). */
+  wakeAll(): void {
+    for (const set of this.waiters.values()) for (const w of set) wake(w);
+  }
+
+  /** For tests and metrics. */
+  get channelCount(): number {
+    return this.waiters.size;
+  }
+}
+
+function wake(w: Waiter): void {
+  w.fired = true;
+  if (w.timer) {
+    clearTimeout(w.timer);
+    w.timer = null;
+  }
+  const r = w.resolve;
+  w.resolve = null;
+  r?.();
+}

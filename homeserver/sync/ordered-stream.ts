@@ -1,0 +1,40 @@
+// Streams with one position per write, safe with several writer processes: each write takes a
+// transaction-scoped advisory lock, then its position from the stream's sequence, so writes commit in
+// position order and a reader that sees position N has seen every write below N. The highest committed
+// position is then max(stream_id) of the stream's table (DESIGN.md §3; the account data stream works
+// the same way). Good for streams whose writes are small and not too frequent (receipts, presence,
+// push actions); the events stream has its own multi-writer scheme (storage/stream.ts).
+import { sql } from 'kysely';
+import type { Db, Tx } from '../storage/schema.ts';
+
+export interface OrderedStream {
+  /** pg_advisory_xact_lock key. */
+  lock: number;
+  /** The sequence the positions come from. */
+  sequence: string;
+  /** Table and column holding positions, for the current position. */
+  table: string;
+  column: string;
+}
+
+export const RECEIPTS_STREAM: OrderedStream = { lock: 727_101, sequence: 'receipts_stream_seq', table: 'receipts', column: 'stream_id' };
+export const PRESENCE_STREAM: OrderedStream = { lock: 727_102, sequence: 'presence_stream_seq', table: 'presence', column: 'stream_id' };
+export const PUSH_ACTIONS_STREAM: OrderedStream = { lock: 727_103, sequence: 'push_actions_stream_seq', table: 'event_push_actions', column: 'stream_id' };
+
+/** Runs `fn` in a transaction holding the stream's lock; `next()` hands out positions. */
+export async function orderedWrite<T>(db: Db, s: OrderedStream, fn: (tx: Tx, next: () => Promise<number>) => Promise<T>): Promise<T> {
+  return db.transaction().execute(async (tx) => {
+    await sql`select pg_advisory_xact_lock(${s.lock})`.execute(tx);
+    const next = async () => {
+      const { rows } = await sql<{ id: string | number }>`select nextval(${s.sequence}) as id`.execute(tx);
+      return Number(rows[0]!.id);
+    };
+    return fn(tx, next);
+  });
+}
+
+/** The highest committed position of the stream (0 before the first write). */
+export async function orderedPosition(db: Db, s: OrderedStream): Promise<number> {
+  const { rows } = await sql<{ p: string | number | null }>`select max(${sql.ref(s.column)}) as p from ${sql.table(s.table)}`.execute(db);
+  return Number(rows[0]?.p ?? 0);
+}

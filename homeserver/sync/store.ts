@@ -1,0 +1,186 @@
+// The queries /sync needs over the rooms tables (events, room_memberships, rooms, event_txn_ids),
+// each batched over all the rooms of a request so an initial sync of hundreds of rooms is a handful
+// of round trips. Every read is bounded by the positions of the request's token (DESIGN.md §3): what
+// committed later is left for the next sync.
+import { sql } from 'kysely';
+import { rowToStoredEvent, type StoredEvent } from '../storage/rooms-store.ts';
+import type { Queryable } from '../storage/schema.ts';
+import { likePattern, type RoomEventFilter } from './filter.ts';
+
+export interface MembershipAt {
+  roomId: string;
+  membership: string;
+  eventId: string;
+  streamOrdering: number;
+}
+
+const ACCEPTED = sql`e.rejected_reason is null and e.soft_failed = false and e.outlier = false`;
+
+/**
+ * The user's membership in every room they have one in, as of position `upTo` (forgotten rooms
+ * excluded). room_memberships holds the current membership; rows that changed after `upTo` are
+ * replaced by the membership event at `upTo` (or dropped when there was none).
+ */
+export async function membershipsAt(db: Queryable, userId: string, upTo: number): Promise<MembershipAt[]> {
+  const rows = await db
+    .selectFrom('room_memberships')
+    .select(['room_id', 'membership', 'event_id', 'stream_ordering'])
+    .where('user_id', '=', userId)
+    .where('forgotten', '=', false)
+    .execute();
+  const out: MembershipAt[] = [];
+  const late: string[] = [];
+  for (const r of rows) {
+    if (Number(r.stream_ordering) > upTo) late.push(r.room_id);
+    else out.push({ roomId: r.room_id, membership: r.membership, eventId: r.event_id, streamOrdering: Number(r.stream_ordering) });
+  }
+  if (late.length > 0) {
+    for (const [roomId, m] of await membershipsAtPosition(db, userId, late, upTo)) out.push({ roomId, ...m });
+  }
+  return out;
+}
+
+/** The user's membership event in each of `roomIds` at or before `position` (rooms without one are absent). */
+export async function membershipsAtPosition(
+  db: Queryable,
+  userId: string,
+  roomIds: string[],
+  position: number,
+): Promise<Map<string, { membership: string; eventId: string; streamOrdering: number }>> {
+  const out = new Map<string, { membership: string; eventId: string; streamOrdering: number }>();
+  if (roomIds.length === 0) return out;
+  const { rows } = await sql<{ room_id: string; event_id: string; stream_ordering: string; membership: string | null }>`
+    select r.room_id, m.event_id, m.stream_ordering, m.membership
+    from unnest(${roomIds}::text[]) as r(room_id)
+    cross join lateral (
+      select e.event_id, e.stream_ordering, (e.json::jsonb -> 'content' ->> 'membership') as membership
+      from events e
+      where e.room_id = r.room_id and e.type = 'm.room.member' and e.state_key = ${userId}
+        and e.stream_ordering <= ${position} and ${ACCEPTED}
+      order by e.stream_ordering desc limit 1
+    ) m`.execute(db);
+  for (const r of rows) out.set(r.room_id, { membership: r.membership ?? 'leave', eventId: r.event_id, streamOrdering: Number(r.stream_ordering) });
+  return out;
+}
+
+export interface TimelineRange {
+  roomId: string;
+  /** Exclusive lower bound (0 for the start of the room). */
+  from: number;
+  /** Inclusive upper bound. */
+  to: number;
+}
+
+export interface TimelineResult {
+  events: StoredEvent[];
+  /** Events in range were left out (older than the ones returned). */
+  limited: boolean;
+}
+
+/**
+ * The newest `limit` accepted events of each range, oldest first, with the timeline filter's types,
+ * not_types, senders and not_senders applied in SQL so the limit counts matching events only.
+ */
+export async function timelines(db: Queryable, ranges: TimelineRange[], limit: number, filter?: RoomEventFilter): Promise<Map<string, TimelineResult>> {
+  const out = new Map<string, TimelineResult>();
+  if (ranges.length === 0) return out;
+  const conds = [ACCEPTED];
+  if (filter?.types) {
+    conds.push(filter.types.length === 0 ? sql`false` : sql`(${sql.join(filter.types.map((t) => sql`e.type like ${likePattern(t)}`), sql` or `)})`);
+  }
+  for (const t of filter?.not_types ?? []) conds.push(sql`e.type not like ${likePattern(t)}`);
+  if (filter?.senders) conds.push(sql`e.sender = any(${filter.senders}::text[])`);
+  if (filter?.not_senders?.length) conds.push(sql`not (e.sender = any(${filter.not_senders}::text[]))`);
+  const where = sql.join(conds, sql` and `);
+  const { rows } = await sql<{
+    event_id: string; room_id: string; json: string; stream_ordering: number; depth: number; rejected_reason: string | null; soft_failed: boolean;
+    outlier: boolean; redacted_by: string | null; state_group_before: string | null; state_group: string | null;
+  }>`
+    select t.*
+    from unnest(${ranges.map((r) => r.roomId)}::text[], ${ranges.map((r) => r.from)}::bigint[], ${ranges.map((r) => r.to)}::bigint[]) as r(room_id, lo, hi)
+    cross join lateral (
+      select e.event_id, e.room_id, e.json, e.stream_ordering, e.depth, e.rejected_reason, e.soft_failed, e.outlier, e.redacted_by,
+             e.state_group_before, e.state_group
+      from events e
+      where e.room_id = r.room_id and e.stream_ordering > r.lo and e.stream_ordering <= r.hi and ${where}
+      order by e.stream_ordering desc limit ${limit + 1}
+    ) t`.execute(db);
+  const byRoom = new Map<string, StoredEvent[]>();
+  for (const row of rows) {
+    let list = byRoom.get(row.room_id);
+    if (!list) byRoom.set(row.room_id, (list = []));
+    list.push(rowToStoredEvent(row));
+  }
+  for (const [roomId, list] of byRoom) {
+    list.sort((a, b) => a.streamOrdering - b.streamOrdering);
+    const limited = list.length > limit;
+    out.set(roomId, { events: limited ? list.slice(list.length - limit) : list, limited });
+  }
+  return out;
+}
+
+/**
+ * Each room's state group at its position: the state after its latest accepted event at or before
+ * it. (Rooms here grow linearly from this server's writer; once federation brings forks, the resolved
+ * state of several extremities will need recording per position.)
+ */
+export async function stateGroupsAt(db: Queryable, at: Array<{ roomId: string; position: number }>): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  if (at.length === 0) return out;
+  const { rows } = await sql<{ room_id: string; state_group: string }>`
+    select r.room_id, g.state_group
+    from unnest(${at.map((a) => a.roomId)}::text[], ${at.map((a) => a.position)}::bigint[]) as r(room_id, pos)
+    cross join lateral (
+      select e.state_group from events e
+      where e.room_id = r.room_id and e.stream_ordering <= r.pos and e.state_group is not null and ${ACCEPTED}
+      order by e.stream_ordering desc limit 1
+    ) g`.execute(db);
+  for (const r of rows) out.set(r.room_id, r.state_group);
+  return out;
+}
+
+export async function roomVersions(db: Queryable, roomIds: string[]): Promise<Map<string, string>> {
+  if (roomIds.length === 0) return new Map();
+  const rows = await db.selectFrom('rooms').select(['room_id', 'room_version']).where(sql<boolean>`room_id = any(${roomIds}::text[])`).execute();
+  return new Map(rows.map((r) => [r.room_id, r.room_version]));
+}
+
+export interface RoomSummaryData {
+  joined: number;
+  invited: number;
+  heroes: string[];
+}
+
+/** m.joined_member_count, m.invited_member_count and up to 5 heroes (other members, earliest first) per room. */
+export async function summaries(db: Queryable, roomIds: string[], me: string): Promise<Map<string, RoomSummaryData>> {
+  const out = new Map<string, RoomSummaryData>();
+  if (roomIds.length === 0) return out;
+  for (const r of roomIds) out.set(r, { joined: 0, invited: 0, heroes: [] });
+  const { rows } = await sql<{ room_id: string; membership: string; n: string; heroes: string[] | null }>`
+    select room_id, membership, count(*) as n,
+           (array_agg(user_id order by stream_ordering) filter (where user_id <> ${me}))[1:5] as heroes
+    from room_memberships
+    where room_id = any(${roomIds}::text[]) and membership in ('join', 'invite')
+    group by room_id, membership`.execute(db);
+  for (const r of rows) {
+    const s = out.get(r.room_id)!;
+    if (r.membership === 'join') s.joined = Number(r.n);
+    else s.invited = Number(r.n);
+    s.heroes.push(...(r.heroes ?? []));
+  }
+  for (const s of out.values()) s.heroes = s.heroes.slice(0, 5);
+  return out;
+}
+
+/** Transaction ids of `eventIds` sent by this user and device. */
+export async function transactionIds(db: Queryable, eventIds: string[], userId: string, deviceId: string): Promise<Map<string, string>> {
+  if (eventIds.length === 0) return new Map();
+  const rows = await db
+    .selectFrom('event_txn_ids')
+    .select(['event_id', 'txn_id'])
+    .where(sql<boolean>`event_id = any(${eventIds}::text[])`)
+    .where('user_id', '=', userId)
+    .where('device_id', '=', deviceId)
+    .execute();
+  return new Map(rows.map((r) => [r.event_id, r.txn_id]));
+}
