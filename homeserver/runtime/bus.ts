@@ -11,6 +11,12 @@ export type BusListener = (msg: BusMessage) => void;
 export interface Bus {
   publish(channel: string, msg: BusMessage): Promise<void>;
   subscribe(channel: string, fn: BusListener): () => void;
+  /**
+   * Resolves once messages published on `channel` from now on reach this process's listeners. A
+   * long-poll registers, awaits this, and only then re-reads the database, so a write that commits in
+   * between is never missed (with Redis, SUBSCRIBE takes a round trip to become active).
+   */
+  whenSubscribed(channel: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -26,6 +32,9 @@ export class LocalBus implements Bus {
     this.em.on(channel, fn);
     return () => this.em.off(channel, fn);
   }
+  whenSubscribed(): Promise<void> {
+    return Promise.resolve();
+  }
   async close(): Promise<void> {
     this.em.removeAllListeners();
   }
@@ -37,6 +46,8 @@ export class RedisBus implements Bus {
   private readonly prefix: string;
   private readonly local = new EventEmitter();
   private readonly counts = new Map<string, number>();
+  private readonly active = new Map<string, Promise<void>>();
+  private closed = false;
   constructor(pub: Redis, sub: Redis, prefix: string) {
     this.pub = pub;
     this.sub = sub;
@@ -54,23 +65,34 @@ export class RedisBus implements Bus {
     });
   }
   async publish(channel: string, msg: BusMessage): Promise<void> {
+    // A write that commits while the process shuts down has nobody left here to wake.
+    if (this.closed) return;
     await this.pub.publish(this.prefix + channel, JSON.stringify(msg));
   }
   subscribe(channel: string, fn: BusListener): () => void {
     const n = this.counts.get(channel) ?? 0;
     this.counts.set(channel, n + 1);
-    if (n === 0) void this.sub.subscribe(this.prefix + channel);
+    if (n === 0 && !this.closed) {
+      // Failures (Redis gone) surface through the connection's error log; the long-poll then simply
+      // runs to its timeout, and the client's next request tries again.
+      this.active.set(channel, this.sub.subscribe(this.prefix + channel).then(() => undefined, () => undefined));
+    }
     this.local.on(channel, fn);
     return () => {
       this.local.off(channel, fn);
       const left = (this.counts.get(channel) ?? 1) - 1;
       if (left <= 0) {
         this.counts.delete(channel);
-        void this.sub.unsubscribe(this.prefix + channel);
+        this.active.delete(channel);
+        if (!this.closed) this.sub.unsubscribe(this.prefix + channel).catch(() => undefined);
       } else this.counts.set(channel, left);
     };
   }
+  whenSubscribed(channel: string): Promise<void> {
+    return this.active.get(channel) ?? Promise.resolve();
+  }
   async close(): Promise<void> {
+    this.closed = true;
     this.local.removeAllListeners();
   }
 }

@@ -33,8 +33,11 @@ export class SyncNotifier {
     return this.registered.size;
   }
 
-  /** Registers a waiter on `channels`; call `release` when done with it. */
-  register(channels: string[]): Waiter {
+  /**
+   * Registers a waiter on `channels` and resolves once the bus delivers them to this process; call
+   * `release` when done with it. Read the database only after this resolves.
+   */
+  async register(channels: string[]): Promise<Waiter> {
     const w = new Waiter(channels);
     this.registered.add(w);
     for (const ch of channels) {
@@ -45,6 +48,7 @@ export class SyncNotifier {
       }
       set.add(w);
     }
+    await Promise.all(channels.map((ch) => this.bus.whenSubscribed(ch)));
     return w;
   }
 

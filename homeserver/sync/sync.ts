@@ -110,7 +110,7 @@ export class SyncService {
       const canWait = since !== null && !p.fullState && p.timeoutMs > 0;
       const deadline = Date.now() + Math.min(p.timeoutMs, MAX_SYNC_TIMEOUT_MS);
       for (;;) {
-        const waiter = canWait ? this.notifier.register(await this.channels(requester.userId)) : null;
+        const waiter = canWait ? await this.notifier.register(await this.channels(requester.userId)) : null;
         try {
           const { body, empty } = await this.build(requester, since, p);
           if (!empty || !waiter || this.hs.stopping) return body;
