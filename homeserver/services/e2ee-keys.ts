@@ -406,10 +406,20 @@ export class E2eeKeysService {
       }
       if (mu.length > 0) {
         // Out of one-time keys: the fallback key, marked used (it stays until the device replaces it).
+        // The rows are locked in key order first: two claims naming the same devices in different
+        // orders would otherwise take the row locks in different orders and deadlock on PostgreSQL.
         const fb = await sql<{ user_id: string; device_id: string; algorithm: string; key_id: string; key_json: string }>`
+          with r as (
+            select distinct u, d, a from unnest(${mu}::text[], ${md}::text[], ${ma}::text[]) as r(u, d, a)
+          ), locked as (
+            select f.user_id, f.device_id, f.algorithm from e2e_fallback_keys f
+            join r on f.user_id = r.u and f.device_id = r.d and f.algorithm = r.a
+            order by f.user_id, f.device_id, f.algorithm
+            for update of f
+          )
           update e2e_fallback_keys f set used = true
-          from (select distinct u, d, a from unnest(${mu}::text[], ${md}::text[], ${ma}::text[]) as r(u, d, a)) r
-          where f.user_id = r.u and f.device_id = r.d and f.algorithm = r.a
+          from locked l
+          where f.user_id = l.user_id and f.device_id = l.device_id and f.algorithm = l.algorithm
           returning f.user_id, f.device_id, f.algorithm, f.key_id, f.key_json`.execute(this.hs.db);
         for (const r of fb.rows) put(r.user_id, r.device_id, r.algorithm, r.key_id, r.key_json);
       }
