@@ -106,6 +106,44 @@ test('delivery after reconnect: kept until acknowledged, re-delivered when a res
   assert.deepEqual((await sync(bob, r2.next)).events.map((e) => e.content.i), [9]);
 });
 
+test('over GET /sync: a long-poll wakes for a message; a reconnect with the old token gets it again; the next token acknowledges it', async () => {
+  const alice = await fresh('alice');
+  const bob = await fresh('bob');
+  const sync = async (since?: string, timeout = 0) => (await bob.ok('GET', `/sync?timeout=${timeout}${since ? `&since=${encodeURIComponent(since)}` : ''}`)) as { next_batch: string; to_device?: { events: any[] } };
+  const t0 = (await sync()).next_batch;
+
+  // Bob is long-polling when the message is sent (or just about to be: either way the message is after
+  // his token). A poll may also return for something else, so he keeps polling until it arrives.
+  const poll = (async () => {
+    let since = t0;
+    for (;;) {
+      const r = await sync(since, 60_000);
+      if (r.to_device?.events.length) return r;
+      since = r.next_batch;
+    }
+  })();
+  await alice.ok('PUT', '/sendToDevice/m.test/live', { messages: { [bob.userId]: { [bob.user.deviceId]: { n: 1 } } } });
+  const live = await poll;
+  assert.deepEqual(live.to_device?.events, [{ sender: alice.userId, type: 'm.test', content: { n: 1 } }]);
+
+  // Bob goes offline; two more arrive. He reconnects with the token he has.
+  await alice.ok('PUT', '/sendToDevice/m.test/off1', { messages: { [bob.userId]: { [bob.user.deviceId]: { n: 2 } } } });
+  await alice.ok('PUT', '/sendToDevice/m.test/off2', { messages: { [bob.userId]: { '*': { n: 3 } } } });
+  const r1 = await sync(live.next_batch);
+  assert.deepEqual(r1.to_device?.events.map((e) => e.content.n), [2, 3]);
+  // That response was lost: the same token again delivers the same messages.
+  const r1again = await sync(live.next_batch);
+  assert.deepEqual(r1again.to_device?.events.map((e) => e.content.n), [2, 3]);
+  // The newer token acknowledges them: nothing more, and the server has deleted them.
+  const r2 = await sync(r1again.next_batch);
+  assert.equal(r2.to_device?.events.length ?? 0, 0);
+  const left = await s.hs.db.selectFrom('to_device_messages').select('seq').where('user_id', '=', bob.userId).execute();
+  assert.equal(left.length, 0);
+  // An old token after acknowledgement gets nothing back (acknowledged messages are gone for good).
+  const stale = await sync(t0);
+  assert.equal(stale.to_device?.events.length ?? 0, 0);
+});
+
 test('at most 100 per sync; the rest on the next ones', async () => {
   const alice = await fresh('alice');
   const bob = await fresh('bob');
