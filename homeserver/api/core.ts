@@ -6,7 +6,9 @@ import type { ApiContext } from '../http/api.ts';
 import { notFound } from '../errors.ts';
 
 /** The client-server spec versions Axon implements (client-server-api "GET /_matrix/client/versions"). */
-export const SUPPORTED_VERSIONS = ['v1.11', 'v1.12', 'v1.13', 'v1.14', 'v1.15', 'v1.16', 'v1.17', 'v1.18', 'v1.19'];
+// Every version up to the one implemented is listed (as other servers do): clients gate features on an
+// exact entry (matrix-js-sdk uses server-side thread lists and private receipts only when "v1.4" is listed).
+export const SUPPORTED_VERSIONS = Array.from({ length: 19 }, (_, i) => `v1.${i + 1}`);
 
 /** server-server-api.md "Publishing Keys": GET /_matrix/key/v2/server, signed by the server itself. */
 export function serverKeysResponse(hs: Homeserver): Record<string, unknown> {
