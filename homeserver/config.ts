@@ -62,6 +62,15 @@ export interface Config {
   user_directory: { search_all_users: boolean };
   search: { language: string };
   media: MediaConfig;
+  federation: FederationConfig;
+}
+
+export interface FederationConfig {
+  /** Server name → base URL ("http://127.0.0.1:8448"), bypassing server discovery. */
+  server_overrides: Record<string, string>;
+  denied_ip_ranges: string[];
+  allowed_ip_ranges: string[];
+  verify_tls_certificates: boolean;
 }
 
 export interface ThumbnailSize {
@@ -114,7 +123,8 @@ type Kind =
   | { t: 'object'; fields: Record<string, Kind> }
   | { t: 'listeners' }
   | { t: 'list'; fields: Record<string, Kind> }
-  | { t: 'oldkeys' };
+  | { t: 'oldkeys' }
+  | { t: 'stringmap'; check?: (k: string, v: string) => string | null };
 
 const rl = (): Kind => ({
   t: 'object',
@@ -243,6 +253,18 @@ const SCHEMA: Record<string, Kind> = {
       },
     },
   },
+  federation: {
+    t: 'object',
+    fields: {
+      server_overrides: {
+        t: 'stringmap',
+        check: (k, v) => (!isValidServerNameLoose(k) ? 'is not a server name' : /^https?:\/\/[^/]+\/?$/.test(v) ? null : 'must be an http(s) base URL'),
+      },
+      denied_ip_ranges: { t: 'strings' },
+      allowed_ip_ranges: { t: 'strings' },
+      verify_tls_certificates: { t: 'bool' },
+    },
+  },
 };
 
 export function defaultConfig(): Config {
@@ -306,6 +328,7 @@ export function defaultConfig(): Config {
         user_agent: 'Axon URL preview (Matrix homeserver)',
       },
     },
+    federation: { server_overrides: {}, denied_ip_ranges: [], allowed_ip_ranges: [], verify_tls_certificates: true },
   };
 }
 
@@ -347,6 +370,17 @@ function validate(kind: Kind, value: unknown, path: string): unknown {
       for (const [id, v] of Object.entries(value)) {
         if (!/^ed25519:[a-zA-Z0-9_]+$/.test(id)) throw new ConfigError(`${path}.${id}: key id must look like ed25519:abc`);
         out[id] = validateObject({ key: { t: 'string' }, expired_ts: { t: 'int', min: 0 } }, v, `${path}.${id}`);
+      }
+      return out;
+    }
+    case 'stringmap': {
+      if (!isPlainObject(value)) throw new ConfigError(`${path}: expected a mapping of strings`);
+      const out: Record<string, string> = {};
+      for (const [k, v] of Object.entries(value)) {
+        if (typeof v !== 'string') throw new ConfigError(`${path}.${k}: expected a string, got ${typeName(v)}`);
+        const problem = kind.check?.(k, v);
+        if (problem) throw new ConfigError(`${path}.${k}: ${problem} ("${v}")`);
+        out[k] = v;
       }
       return out;
     }

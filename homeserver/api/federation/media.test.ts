@@ -4,34 +4,28 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import type { Module } from '../../homeserver.ts';
-import { MatrixError } from '../../errors.ts';
 import { startTestServer, type TestServer } from '../../testing.ts';
 import { registerUser } from '../../testing-users.ts';
 import { boundaryOf, parseMediaMultipart } from '../../services/media/multipart.ts';
 import { HttpRemoteMediaFetcher } from '../../services/media/remote.ts';
 import { IpPolicy } from '../../services/media/outbound.ts';
+import { linkServers } from '../../testing-federation.ts';
+import { authorizationHeader } from '../../../federation/x-matrix.ts';
+import { encodeBase64 } from '../../../spec/base64.ts';
+import { generateSigningKey, signJson, type SigningKey } from '../../../spec/signing.ts';
 
-/** Stands in for X-Matrix until the federation layer exists: accepts one fixed Authorization value. */
-const stubFederationAuth: Module = {
-  name: 'test-federation-auth',
-  init(hs) {
-    hs.services.federationRequestAuth = {
-      async authenticate(ctx) {
-        if (ctx.get('authorization') !== 'X-Matrix origin="other.test",key="ed25519:t",sig="stub"') throw new MatrixError(401, 'M_UNAUTHORIZED', 'bad signature');
-        return 'other.test';
-      },
-    };
-  },
-};
-
+/** Remote media through a stand-in federation client that sends requests to `resolve(server)`. */
 function remoteFetcherModule(resolve: (name: string) => string, allowLoopbackLocations = true): Module {
   return {
     name: 'test-remote-media',
     init(hs) {
       hs.services.remoteMediaFetcher = new HttpRemoteMediaFetcher({
-        hooks: {
-          resolveServer: async (name) => resolve(name),
-          authorize: async () => 'X-Matrix origin="other.test",key="ed25519:t",sig="stub"',
+        federation: {
+          async request(destination, uri, opts) {
+            const url = resolve(destination) + uri;
+            const headers: Record<string, string> = opts.signed === false ? {} : { authorization: 'X-Matrix origin="other.test",key="ed25519:t",sig="stub"' };
+            return { response: await fetch(url, { headers, redirect: 'manual' }), url };
+          },
         },
         locationPolicy: new IpPolicy([], allowLoopbackLocations ? ['127.0.0.1/32'] : []),
         userAgent: 'axon-test',
@@ -57,25 +51,53 @@ async function fakeServer(handler: (req: IncomingMessage, res: ServerResponse) =
   return { url, hits, close: () => new Promise((r) => srv.close(() => r())) };
 }
 
-test('federation download/thumbnail: 401 without request authentication, multipart/mixed with it', async () => {
-  const bare = await startTestServer();
-  try {
-    const r = await fetch(`${bare.baseUrl}/_matrix/federation/v1/media/download/abc`);
-    assert.equal(r.status, 401);
-    await r.arrayBuffer();
-  } finally {
-    await bare.stop();
-  }
-  const s = await startTestServer({ extraModules: [stubFederationAuth] });
+/**
+ * A stand-in remote server: publishes a signing key at /_matrix/key/v2/server under `name` and signs
+ * requests with it, so the server under test can verify real X-Matrix headers.
+ */
+async function fakeOrigin(name: string) {
+  const key = generateSigningKey('fake1');
+  const srv = await fakeServer((req, res) => {
+    if (req.url === '/_matrix/key/v2/server') {
+      const body = signJson({ server_name: name, valid_until_ts: Date.now() + 3600_000, verify_keys: { [key.keyId]: { key: encodeBase64(key.publicKey) } }, old_verify_keys: {} }, name, key);
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    } else res.writeHead(404, { 'content-type': 'application/json' }).end('{"errcode":"M_UNRECOGNIZED","error":"x"}');
+  });
+  return {
+    ...srv,
+    name,
+    key,
+    sign: (uri: string, destination: string, signer: SigningKey = key, origin = name) => authorizationHeader({ method: 'GET', uri, origin, destination }, signer),
+  };
+}
+
+test('federation media endpoints require a valid X-Matrix signature (401 M_UNAUTHORIZED otherwise) and answer multipart/mixed', async () => {
+  const s = await startTestServer({ serverName: 'media.test' });
+  const origin = await fakeOrigin('other.test');
+  s.hs.services.federation.overrides.set('other.test', origin.url);
   try {
     const alice = await registerUser(s.baseUrl, 'alice');
     const body = Buffer.from(Array.from({ length: 70_000 }, (_, i) => (i * 7) % 256));
     const id = await upload(s, alice.accessToken, body, 'application/pdf', 'paper.pdf');
-    const auth = { authorization: 'X-Matrix origin="other.test",key="ed25519:t",sig="stub"' };
-    const unauth = await fetch(`${s.baseUrl}/_matrix/federation/v1/media/download/${id}`, { headers: { authorization: 'X-Matrix forged' } });
-    assert.equal(unauth.status, 401);
-    await unauth.arrayBuffer();
-    const r = await fetch(`${s.baseUrl}/_matrix/federation/v1/media/download/${id}`, { headers: auth });
+    const uri = `/_matrix/federation/v1/media/download/${id}`;
+    const get = (authorization?: string, path = uri) => fetch(s.baseUrl + path, { headers: authorization ? { authorization } : {} });
+    const refused = async (authorization: string | undefined, why: string) => {
+      const r = await get(authorization);
+      assert.equal(r.status, 401, why);
+      assert.equal(((await r.json()) as { errcode: string }).errcode, 'M_UNAUTHORIZED', why);
+    };
+    await refused(undefined, 'missing header');
+    await refused(`Bearer ${alice.accessToken}`, 'a client access token');
+    await refused('X-Matrix origin="other.test",key="ed25519:fake1"', 'no signature');
+    await refused('X-Matrix origin="other.test",destination="media.test",key="ed25519:fake1",sig="AAAA"', 'garbage signature');
+    await refused(origin.sign(uri, 'media.test', generateSigningKey('fake1')), 'signed by another key under the same id');
+    await refused(origin.sign(`${uri}x`, 'media.test'), 'signature over another uri');
+    await refused(origin.sign(uri, 'elsewhere.test'), 'wrong destination');
+    await refused(origin.sign(uri, 'media.test', generateSigningKey('nokey')), 'a key id the origin does not publish');
+    await refused(origin.sign(uri, 'media.test', origin.key, 'unreachable.test'), 'an origin whose keys cannot be fetched');
+    await refused(origin.sign(uri, 'media.test', origin.key, 'media.test'), 'our own name as origin');
+
+    const r = await get(origin.sign(uri, 'media.test'));
     assert.equal(r.status, 200);
     const boundary = boundaryOf(r.headers.get('content-type'));
     assert.ok(boundary);
@@ -86,9 +108,18 @@ test('federation download/thumbnail: 401 without request authentication, multipa
     const chunks: Buffer[] = [];
     for await (const c of part.body) chunks.push(c as Buffer);
     assert.deepEqual(Buffer.concat(chunks), body);
+    // Servers older than Matrix 1.3 send no destination; the signature still covers ours.
+    const legacy = origin.sign(uri, 'media.test').replace(/,destination="[^"]*"/, '');
+    const old = await get(legacy);
+    assert.equal(old.status, 200);
+    await old.arrayBuffer();
+    // The origin's keys were fetched once and cached.
+    assert.equal(origin.hits.filter((h) => h === '/_matrix/key/v2/server').length, 1);
 
     const img = await upload(s, alice.accessToken, await sharp({ create: { width: 300, height: 200, channels: 3, background: 'blue' } }).png().toBuffer(), 'image/png');
-    const t = await fetch(`${s.baseUrl}/_matrix/federation/v1/media/thumbnail/${img}?width=96&height=96&method=crop`, { headers: auth });
+    const turi = `/_matrix/federation/v1/media/thumbnail/${img}?width=96&height=96&method=crop`;
+    assert.equal((await get(undefined, turi)).status, 401);
+    const t = await get(origin.sign(turi, 'media.test'), turi);
     assert.equal(t.status, 200);
     const tp = await parseMediaMultipart(t.body as AsyncIterable<Uint8Array>, boundaryOf(t.headers.get('content-type'))!);
     assert.equal(tp.headers['content-type'], 'image/png');
@@ -97,22 +128,24 @@ test('federation download/thumbnail: 401 without request authentication, multipa
     const m = await sharp(Buffer.concat(tb)).metadata();
     assert.deepEqual([m.width, m.height], [96, 96]);
     // Unknown media: 404; another server's media is never served from here.
-    const nf = await fetch(`${s.baseUrl}/_matrix/federation/v1/media/download/nothingHere`, { headers: auth });
+    const nuri = '/_matrix/federation/v1/media/download/nothingHere';
+    const nf = await get(origin.sign(nuri, 'media.test'), nuri);
     assert.equal(nf.status, 404);
     await nf.arrayBuffer();
   } finally {
     await s.stop();
+    await origin.close();
   }
 });
 
-test('a user on a second server downloads and thumbnails remote media over federation; the copy is cached', async () => {
-  const origin = await startTestServer({ serverName: 'origin.test', extraModules: [stubFederationAuth] });
-  let local: TestServer | null = null;
+test('a user on a second server downloads and thumbnails remote media over signed federation; the copy is cached', async () => {
+  const origin = await startTestServer({ serverName: 'origin.test' });
+  const local = await startTestServer({ serverName: 'local.test' });
   try {
+    linkServers(origin, local);
     const bob = await registerUser(origin.baseUrl, 'bob');
     const image = await sharp({ create: { width: 64, height: 48, channels: 3, background: 'green' } }).png().toBuffer();
     const id = await upload(origin, bob.accessToken, image, 'image/png', 'green.png');
-    local = await startTestServer({ extraModules: [remoteFetcherModule(() => origin.baseUrl)] });
     const alice = await registerUser(local.baseUrl, 'alice');
     const h = { authorization: `Bearer ${alice.accessToken}` };
     const r = await fetch(`${local.baseUrl}/_matrix/client/v1/media/download/origin.test/${id}`, { headers: h });
@@ -124,6 +157,8 @@ test('a user on a second server downloads and thumbnails remote media over feder
     assert.equal(t.status, 200);
     const m = await sharp(Buffer.from(await t.arrayBuffer())).metadata();
     assert.deepEqual([m.width, m.height], [32, 32]);
+    // The origin verified local.test's signature with keys it fetched from local.test.
+    assert.ok(origin.hs.services.federation.serverKeys.cached('local.test'));
     // Cached: served with the origin gone.
     await origin.stop();
     const again = await fetch(`${local.baseUrl}/_matrix/client/v1/media/download/origin.test/${id}`, { headers: h });
@@ -136,7 +171,23 @@ test('a user on a second server downloads and thumbnails remote media over feder
     assert.equal(await local.hs.services.media.purgeRemoteCache(Date.now() + 1000), 1);
   } finally {
     await origin.stop().catch(() => {});
-    await local?.stop();
+    await local.stop();
+  }
+});
+
+test('outbound federation never reaches private addresses unless configured (server names are not an SSRF vector)', async () => {
+  const s = await startTestServer();
+  try {
+    const alice = await registerUser(s.baseUrl, 'alice');
+    const h = { authorization: `Bearer ${alice.accessToken}` };
+    for (const name of ['127.0.0.1:6379', '[::1]:8448', '10.0.0.1', '169.254.169.254']) {
+      const r = await fetch(`${s.baseUrl}/_matrix/client/v1/media/download/${name}/abcdef`, { headers: h });
+      assert.equal(r.status, 502, name);
+      const j = (await r.json()) as { errcode: string; error: string };
+      assert.match(j.error, /not allowed/, name);
+    }
+  } finally {
+    await s.stop();
   }
 });
 

@@ -1,9 +1,10 @@
 // Server-server content repository (server-server-api "Content Repository"): other servers download
 // our local media and thumbnails as multipart/mixed — JSON metadata, then the bytes.
 //
-// Request authentication (X-Matrix) belongs to the federation layer, which does not exist yet. It
-// plugs in as hs.services.federationRequestAuth; until something installs it these endpoints answer
-// 401, so authenticated media can never be read through them without a verified origin.
+// Every request must carry a valid X-Matrix signature (server-server-api "Request Authentication"),
+// checked by the federation layer (federation/auth.ts, installed as hs.services.federationRequestAuth by
+// api/federation/federation-module.ts); anything else is 401 M_UNAUTHORIZED. Without that service
+// (a deployment built without the federation module) the endpoints also answer 401.
 import type { Homeserver } from '../../homeserver.ts';
 import type { Api, ApiContext } from '../../http/api.ts';
 import { MatrixError } from '../../errors.ts';
@@ -26,7 +27,7 @@ declare module '../../homeserver.ts' {
 
 async function authenticateOrigin(ctx: ApiContext, hs: Homeserver): Promise<string> {
   const auth = hs.services.federationRequestAuth;
-  if (!auth) throw new MatrixError(401, 'M_UNAUTHORIZED', 'Federation request authentication is not available on this server yet');
+  if (!auth) throw new MatrixError(401, 'M_UNAUTHORIZED', 'Federation request authentication is not available on this server');
   return auth.authenticate(ctx);
 }
 

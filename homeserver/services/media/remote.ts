@@ -3,9 +3,8 @@
 // fetch them from), then — only on 404 M_UNRECOGNIZED, from servers older than Matrix 1.11 — the
 // deprecated /_matrix/media/v3/download with allow_remote=false.
 //
-// Two things come from the federation layer, which does not exist yet; they plug in through
-// FederationMediaHooks: resolving a server name to a base URL (server discovery: .well-known, SRV,
-// port 8448) and signing the request (X-Matrix Authorization).
+// Server discovery and X-Matrix signing come from the federation layer (federation/client.ts) through
+// the narrow FederationRequester interface.
 import { Readable } from 'node:stream';
 import { filenameFromDisposition } from './sniff.ts';
 import { boundaryOf, MultipartError, parseMediaMultipart } from './multipart.ts';
@@ -40,20 +39,17 @@ export class RemoteMediaError extends Error {
   }
 }
 
-export interface FederationMediaHooks {
-  /** Server discovery (server-server-api "Resolving server names"): server name → "https://host:port". */
-  resolveServer(serverName: string): Promise<string>;
+/** How requests reach other servers (federation/client.ts FederationClient fits this). */
+export interface FederationRequester {
   /**
-   * Request authentication (server-server-api "Request Authentication"): the X-Matrix Authorization
-   * header for GET `uri` to `destination`, or null while signing is unavailable.
+   * GET `uri` (path and query) from the server `destination`, found by server discovery and signed
+   * with X-Matrix when `signed`. Rejects when the server cannot be reached; any HTTP answer resolves.
    */
-  authorize?(method: string, destination: string, uri: string): Promise<string | null>;
-  /** The HTTP client to use (undici fetch by default; federation may bring its own TLS/agent setup). */
-  fetch?: typeof fetch;
+  request(destination: string, uri: string, opts: { signed?: boolean; timeoutMs: number }): Promise<{ response: Response; url: string }>;
 }
 
 export interface HttpRemoteMediaFetcherOptions {
-  hooks: FederationMediaHooks;
+  federation: FederationRequester;
   /** Addresses a Location redirect (given by the remote server) may point at. */
   locationPolicy: IpPolicy;
   userAgent: string;
@@ -85,35 +81,20 @@ export class HttpRemoteMediaFetcher implements RemoteMediaFetcher {
   }
 
   async download(serverName: string, mediaId: string, opts: RemoteFetchOptions): Promise<RemoteMedia> {
-    let base: string;
-    try {
-      base = (await this.opts.hooks.resolveServer(serverName)).replace(/\/$/, '');
-    } catch (err) {
-      throw new RemoteMediaError(502, 'M_UNKNOWN', `Cannot reach ${serverName}: ${(err as Error).message}`);
-    }
     const timeout = Math.min(opts.timeoutMs, 60_000);
     const uri = `/_matrix/federation/v1/media/download/${encodeURIComponent(mediaId)}?timeout_ms=${timeout}`;
-    const res = await this.get(serverName, base + uri, uri, opts.timeoutMs, true);
+    const { response: res } = await this.get(serverName, uri, opts.timeoutMs, true);
     if (res.status === 200) return this.fromMultipart(res, opts);
     const err = await errorBody(res);
-    if ((res.status === 404 || res.status === 405 || res.status === 400) && err.errcode === 'M_UNRECOGNIZED') return this.legacy(serverName, base, mediaId, opts);
+    if ((res.status === 404 || res.status === 405 || res.status === 400) && err.errcode === 'M_UNRECOGNIZED') return this.legacy(serverName, mediaId, opts);
     throw this.mapError(res.status, err);
   }
 
-  private async get(destination: string, url: string, uri: string, timeoutMs: number, signed: boolean): Promise<Response> {
-    const headers: Record<string, string> = { 'user-agent': this.opts.userAgent };
-    if (signed) {
-      const auth = await this.opts.hooks.authorize?.('GET', destination, uri);
-      if (auth) headers.authorization = auth;
-    }
-    const ctrl = new AbortController();
-    const timer = setTimeout(() => ctrl.abort(), timeoutMs);
+  private async get(destination: string, uri: string, timeoutMs: number, signed: boolean): Promise<{ response: Response; url: string }> {
     try {
-      return await (this.opts.hooks.fetch ?? fetch)(url, { headers, signal: ctrl.signal, redirect: 'manual' });
+      return await this.opts.federation.request(destination, uri, { signed, timeoutMs });
     } catch (err) {
-      throw new RemoteMediaError(502, 'M_UNKNOWN', `Fetching from ${destination} failed: ${ctrl.signal.aborted ? 'timed out' : (err as Error).message}`);
-    } finally {
-      clearTimeout(timer);
+      throw new RemoteMediaError(502, 'M_UNKNOWN', `Fetching from ${destination} failed: ${(err as Error).message}`);
     }
   }
 
@@ -172,15 +153,15 @@ export class HttpRemoteMediaFetcher implements RemoteMediaFetcher {
   }
 
   /** Servers older than Matrix 1.11: the unauthenticated endpoint, never letting it fetch further. */
-  private async legacy(serverName: string, base: string, mediaId: string, opts: RemoteFetchOptions): Promise<RemoteMedia> {
+  private async legacy(serverName: string, mediaId: string, opts: RemoteFetchOptions): Promise<RemoteMedia> {
     const timeout = Math.min(opts.timeoutMs, 60_000);
     const uri = `/_matrix/media/v3/download/${encodeURIComponent(serverName)}/${encodeURIComponent(mediaId)}?allow_remote=false&allow_redirect=true&timeout_ms=${timeout}`;
-    const res = await this.get(serverName, base + uri, uri, opts.timeoutMs, false);
+    const { response: res, url } = await this.get(serverName, uri, opts.timeoutMs, false);
     const location = res.headers.get('location');
     if ([301, 302, 303, 307, 308].includes(res.status) && location) {
       await res.body?.cancel();
       // Redirect targets are checked like any address a remote server hands us.
-      return this.fromLocation(new URL(location, base + uri).href, opts);
+      return this.fromLocation(new URL(location, url).href, opts);
     }
     if (res.status !== 200 || !res.body) throw this.mapError(res.status, await errorBody(res));
     const size = declaredLength(res.headers.get('content-length'));
