@@ -1,13 +1,15 @@
 // End-to-end encryption journeys with matrix-js-sdk and its Rust crypto (initRustCrypto, in-memory
 // store): encrypted messages between two users decrypt exactly; a second device receives new messages;
 // cross-signing bootstrapped by Alice is visible to Bob; key backup restores history on a new device;
-// once one-time keys run out the fallback key keeps new sessions working. Every response goes through
-// the harness's spec validator.
+// once one-time keys run out the fallback key keeps new sessions working; Alice verifies Bob by emoji
+// (SAS over to-device) and only she sees her user-signing signature. Every response goes through the
+// harness's spec validator.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ClientEvent, MsgType, createClient, type MatrixClient, type MatrixEvent } from 'matrix-js-sdk';
 import type { Logger } from 'matrix-js-sdk/lib/logger.js';
 import { logger as sdkLogger } from 'matrix-js-sdk/lib/logger.js';
+import { CryptoEvent, VerificationPhase, VerifierEvent, type ShowSasCallbacks, type VerificationRequest } from 'matrix-js-sdk/lib/crypto-api/index.js';
 import { withHarness, type Harness } from './harness.ts';
 
 // matrix-js-sdk logs through a global logger besides the per-client one the harness silences (room
@@ -237,6 +239,80 @@ test('key backup: Alice backs up her room keys, logs in on a new device, restore
         return false;
       });
     }
+  });
+});
+
+async function bootstrapCrossSigning(c: MatrixClient, userId: string): Promise<void> {
+  await c.getCrypto()!.bootstrapCrossSigning({
+    authUploadDeviceSigningKeys: async (makeRequest) => {
+      await makeRequest({ type: 'm.login.password', identifier: { type: 'm.id.user', user: userId }, password: PW } as never);
+    },
+  });
+}
+
+async function queryKeys(h: Harness, c: MatrixClient, userId: string): Promise<{ master_keys: Record<string, { signatures?: Record<string, Record<string, string>> }> }> {
+  const r = await h.fetch(`${h.baseUrl}/_matrix/client/v3/keys/query`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${c.getAccessToken()}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ device_keys: { [userId]: [] } }),
+  });
+  return (await r.json()) as never;
+}
+
+test('Alice verifies Bob by emoji (SAS over to-device); her user-signing signature on his master key is seen by her only', { timeout: 120_000 }, async () => {
+  await withHarness(async (h) => {
+    const aliceCreds = await register(h, 'alice');
+    const bobCreds = await register(h, 'bob');
+    const alice = await startCrypto(h, aliceCreds);
+    const bob = await startCrypto(h, bobCreds);
+    const carol = await startCrypto(h, await register(h, 'carol'));
+    await sharedEncryptedRoom(alice, bob);
+    await bootstrapCrossSigning(alice, aliceCreds.userId);
+    await bootstrapCrossSigning(bob, bobCreds.userId);
+    await waitUntil("Alice's client to have Bob's cross-signing keys", async () => {
+      await alice.getCrypto()!.getUserDeviceInfo([bobCreds.userId], true);
+      return alice.getCrypto()!.userHasCrossSigningKeys(bobCreds.userId, true);
+    });
+    await waitUntil("Bob's client to have Alice's cross-signing keys", async () => {
+      await bob.getCrypto()!.getUserDeviceInfo([aliceCreds.userId], true);
+      return bob.getCrypto()!.userHasCrossSigningKeys(aliceCreds.userId, true);
+    });
+    assert.equal((await alice.getCrypto()!.getUserVerificationStatus(bobCreds.userId)).isCrossSigningVerified(), false);
+
+    // Each side confirms the emoji it is shown; both must be shown the same ones.
+    const shown = new Map<string, string>();
+    const confirmSas = (who: string) => (sas: ShowSasCallbacks) => {
+      shown.set(who, JSON.stringify(sas.sas.emoji));
+      void sas.confirm();
+    };
+    const bobRequest = new Promise<VerificationRequest>((resolve) => bob.once(CryptoEvent.VerificationRequestReceived, resolve));
+    const aliceRequest = await alice.getCrypto()!.requestDeviceVerification(bobCreds.userId, bobCreds.deviceId);
+    const incoming = await bobRequest;
+    await incoming.accept();
+    await waitUntil('the request to be ready', () => aliceRequest.phase === VerificationPhase.Ready);
+    const aliceVerifier = await aliceRequest.startVerification('m.sas.v1');
+    const bobVerifier = await waitUntil("Bob's side of the SAS", () => incoming.verifier);
+    aliceVerifier.on(VerifierEvent.ShowSas, confirmSas('alice'));
+    bobVerifier.on(VerifierEvent.ShowSas, confirmSas('bob'));
+    await Promise.all([aliceVerifier.verify(), bobVerifier.verify()]);
+    assert.ok(shown.get('alice'), 'Alice was shown emoji');
+    assert.equal(shown.get('alice'), shown.get('bob'), 'both sides derived the same SAS');
+
+    // Alice's client signs Bob's master key with her user-signing key and uploads the signature.
+    await waitUntil('Alice to trust Bob through cross-signing', async () => (await alice.getCrypto()!.getUserVerificationStatus(bobCreds.userId)).isCrossSigningVerified());
+    const bobMaster = (await bob.getCrypto()!.getCrossSigningKeyId())!;
+    const aliceUsk = await waitUntil("the user-signing signature on the server", async () => {
+      const sigs = (await queryKeys(h, alice, bobCreds.userId)).master_keys[bobCreds.userId]?.signatures?.[aliceCreds.userId];
+      return sigs && Object.keys(sigs).find((k) => k !== `ed25519:${bobMaster}`);
+    });
+    assert.ok(aliceUsk.startsWith('ed25519:'));
+    // client-server-api "Cross-signing": nobody else sees signatures made by a user-signing key.
+    for (const viewer of [bob, carol]) {
+      const seen = (await queryKeys(h, viewer, bobCreds.userId)).master_keys[bobCreds.userId];
+      assert.ok(seen, 'Bob\'s master key is public');
+      assert.equal(seen.signatures?.[aliceCreds.userId], undefined, `${viewer.getUserId()} does not see Alice's signature`);
+    }
+    carol.stopClient();
   });
 });
 
