@@ -16,9 +16,13 @@ declare module '../homeserver.ts' {
 /** Longest reason kept (characters); longer reasons are refused rather than silently cut. */
 export const MAX_REASON_LENGTH = 10_000;
 
-function reasonOf(body: Record<string, unknown>): string | null {
+/** The report's reason. Room and user reports require one (report_content.yaml: `required: [reason]`, may be blank). */
+function reasonOf(body: Record<string, unknown>, required = false): string | null {
   const r = body['reason'];
-  if (r === undefined || r === null) return null;
+  if (r === undefined || r === null) {
+    if (required) throw badJson('reason is required');
+    return null;
+  }
   if (typeof r !== 'string') throw badJson('reason must be a string');
   if (r.length > MAX_REASON_LENGTH) throw badJson(`reason must be at most ${MAX_REASON_LENGTH} characters`);
   return r;
@@ -46,13 +50,13 @@ export class ReportService {
   }
 
   async reportRoom(reporter: string, roomId: string, body: Record<string, unknown>): Promise<void> {
-    const reason = reasonOf(body);
+    const reason = reasonOf(body, true);
     if (!(await this.hs.services.rooms.getRoomVersion(roomId))) throw notFound('The room was not found.');
     await this.store({ kind: 'room', reporter, room_id: roomId, event_id: null, target_user_id: null, reason });
   }
 
   async reportUser(reporter: string, userId: string, body: Record<string, unknown>): Promise<void> {
-    const reason = reasonOf(body);
+    const reason = reasonOf(body, true);
     const parsed = parseUserId(userId);
     if (!parsed) throw notFound('The user was not found.');
     if (parsed.serverName === this.hs.serverName) {
