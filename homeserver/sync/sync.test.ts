@@ -300,6 +300,57 @@ describe('sync', () => {
     assert.equal((await bob.call('GET', '/sync?since=garbage')).status, 400);
   });
 
+  test('include_redundant_members resends the senders\u2019 member events on every sync', async () => {
+    const alice = await user('alice');
+    const bob = await user('bob');
+    const roomId = await alice.createRoom({ preset: 'public_chat' });
+    await bob.join(roomId);
+    await alice.send(roomId, 'one');
+    const f = { room: { rooms: [roomId], state: { lazy_load_members: true, include_redundant_members: true }, timeline: { limit: 1 } } };
+    const s0 = await bob.sync({ filter: f });
+    assert.deepEqual(joined(s0, roomId)!.state.events.filter((e: Json) => e.type === 'm.room.member').map((e: Json) => e.state_key).sort(), [alice.id, bob.id].sort());
+    await alice.send(roomId, 'two');
+    const s1 = await syncUntil(bob, s0.next_batch, (s) => bodies(joined(s, roomId)).includes('two'), { filter: f });
+    // Alice's member event comes again although bob's client already has it (the syncing user's own
+    // may come along too: redundancy is allowed, client-server-api "Lazy-loading room members").
+    const keys = joined(s1, roomId)!.state.events.map((e: Json) => e.state_key);
+    assert.ok(keys.includes(alice.id), JSON.stringify(keys));
+    assert.ok(keys.every((k: string) => k === alice.id || k === bob.id), JSON.stringify(keys));
+  });
+
+  test('ignored users: their messages and invites are hidden (sync and /messages), their state events are not', async () => {
+    const alice = await user('alice');
+    const bob = await user('bob');
+    const carol = await user('carol');
+    const roomId = await bob.createRoom({ preset: 'public_chat' });
+    await alice.join(roomId);
+    await carol.join(roomId);
+    await alice.ok('PUT', `/user/${enc(alice.id)}/account_data/m.ignored_user_list`, { ignored_users: { [bob.id]: {} } });
+    const a0 = await alice.sync();
+    await bob.send(roomId, 'from bob');
+    await bob.ok('PUT', `/rooms/${enc(roomId)}/state/m.room.topic/`, { topic: 'set by bob' });
+    const other = await bob.createRoom({ preset: 'private_chat', invite: [alice.id] });
+    await carol.send(roomId, 'from carol');
+    const a1 = await syncUntil(alice, a0.next_batch, (s) => bodies(joined(s, roomId)).includes('from carol'));
+    const tl = joined(a1, roomId)!.timeline.events as Json[];
+    assert.ok(!bodies(joined(a1, roomId)).includes('from bob'), 'ignored message in the incremental sync');
+    assert.ok(tl.some((e) => e.type === 'm.room.topic' && e.sender === bob.id), 'state events of ignored users still arrive');
+    assert.equal(a1.rooms?.invite?.[other], undefined, 'invite from an ignored user');
+    // A fresh initial sync and /messages agree.
+    const fresh = await alice.sync();
+    assert.ok(!bodies(joined(fresh, roomId)).includes('from bob'));
+    assert.ok(bodies(joined(fresh, roomId)).includes('from carol'));
+    assert.equal(fresh.rooms?.invite?.[other], undefined);
+    const msgs = await alice.ok('GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=50`);
+    assert.ok(!msgs.chunk.some((e: Json) => e.content?.body === 'from bob'));
+    assert.ok(msgs.chunk.some((e: Json) => e.content?.body === 'from carol'));
+    // Carol, who ignores nobody, sees everything; un-ignoring shows bob's new messages again.
+    assert.ok(bodies(joined(await carol.sync(), roomId)).includes('from bob'));
+    await alice.ok('PUT', `/user/${enc(alice.id)}/account_data/m.ignored_user_list`, { ignored_users: {} });
+    await bob.send(roomId, 'bob again');
+    await syncUntil(alice, a1.next_batch, (s) => bodies(joined(s, roomId)).includes('bob again'));
+  });
+
   test('full_state returns the whole state on an incremental sync', async () => {
     const alice = await user('alice');
     const roomId = await alice.createRoom({ name: 'Full' });

@@ -28,6 +28,7 @@ import { defaultRuleset } from '../../spec/push-rules.ts';
 import { getRoomVersion, DEFAULT_ROOM_VERSION, type RoomVersion } from '../../spec/room-versions.ts';
 import type { Homeserver } from '../homeserver.ts';
 import type { Requester } from '../http/api.ts';
+import { filterEventsForUser } from '../services/visibility.ts';
 import { toClientEvent, type ClientEvent } from '../services/client-events.ts';
 import type { PresenceState } from '../services/presence.ts';
 import { getEventsByIds, type StoredEvent } from '../storage/rooms-store.ts';
@@ -195,16 +196,37 @@ export class SyncService {
       }
     }
 
+    // Ignored users (modules/ignore_users.md): their non-state events leave the timelines below, and
+    // "servers must not send room invites from ignored users to clients".
+    const ignored = await hs.services.accounts.accountData.ignoredUsers(userId);
+    if (invites.length > 0 && ignored.size > 0) {
+      const inviters = new Map((await rooms.getEvents(invites.map((i) => i.eventId))).map((e) => [e.eventId, e.pdu.sender]));
+      for (let i = invites.length - 1; i >= 0; i--) if (ignored.has(inviters.get(invites[i]!.eventId) ?? '')) invites.splice(i, 1);
+    }
+
     // 3. Timelines, batched over all rooms.
     const limit = timelineLimit(rf);
     const tf = rf?.timeline;
     const ranges = [...joinPlans.map((j) => j.range), ...leavePlans.map((l) => l.range)].filter((r) => roomAllowed(tf, r.roomId));
-    const [tl, ignored] = await Promise.all([timelines(hs.db, ranges, limit, tf), hs.services.accounts.accountData.ignoredUsers(userId)]);
+    const tl = await timelines(hs.db, ranges, limit, tf);
+    // History visibility (modules/history_visibility.md): what a joined user's timeline holds from after
+    // their join is theirs to see; anything older (a room new to them, a left room) passes the rules.
+    const joinedFrom = new Map(memberships.filter((m) => m.membership === 'join').map((m) => [m.roomId, m.streamOrdering]));
+    const toCheck: StoredEvent[] = [];
+    for (const [roomId, t] of tl) {
+      const from = joinedFrom.get(roomId);
+      for (const e of t.events) if (from === undefined || e.streamOrdering < from) toCheck.push(e);
+    }
+    const hidden = new Set<string>();
+    if (toCheck.length > 0) {
+      const visible = new Set((await filterEventsForUser(hs, userId, toCheck, { hideIgnored: false })).map((e) => e.eventId));
+      for (const e of toCheck) if (!visible.has(e.eventId)) hidden.add(e.eventId);
+    }
     const timelineOf = (roomId: string): { events: StoredEvent[]; limited: boolean; had: boolean } => {
       const t = tl.get(roomId);
       if (!t) return { events: [], limited: false, had: false };
       const events = t.events.filter(
-        (e) => containsUrlAllowed(tf, e.pdu.content) && (typeof e.pdu.state_key === 'string' || !ignored.has(e.pdu.sender)),
+        (e) => !hidden.has(e.eventId) && containsUrlAllowed(tf, e.pdu.content) && (typeof e.pdu.state_key === 'string' || !ignored.has(e.pdu.sender)),
       );
       return { events, limited: t.limited, had: t.events.length > 0 };
     };
