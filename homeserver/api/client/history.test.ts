@@ -206,3 +206,23 @@ test('/messages accepts /sync tokens', async () => {
   const fromNext = await alice.ok('GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=1&from=${enc(sync.next_batch)}`);
   assert.deepEqual(bodies(fromNext.chunk), ['s4']);
 });
+
+test('sync timelines apply history visibility: a late joiner of a `joined` room gets nothing from before their join', async () => {
+  const filter = enc(JSON.stringify({ room: { timeline: { limit: 20 } } }));
+  for (const visibility of ['joined', 'shared'] as const) {
+    const dave = await newClient(s, `dave_${visibility}`);
+    const roomId = await alice.createRoom({ preset: 'public_chat' });
+    await setVisibility(alice, roomId, visibility);
+    // Dave's incremental sync starts before the message, so the new room's range covers it.
+    const before = await dave.ok('GET', `/sync?filter=${filter}&timeout=0`);
+    await alice.send(roomId, { msgtype: 'm.text', body: 'before dave' });
+    await join(dave, roomId);
+    await alice.send(roomId, { msgtype: 'm.text', body: 'after dave' });
+    const expected = visibility === 'joined' ? ['after dave'] : ['before dave', 'after dave'];
+    const incremental = await dave.ok('GET', `/sync?filter=${filter}&timeout=0&since=${enc(before.next_batch)}`);
+    assert.deepEqual(bodies(incremental.rooms.join[roomId].timeline.events), expected, `incremental, ${visibility}`);
+    const initial = await dave.ok('GET', `/sync?filter=${filter}&timeout=0`);
+    assert.deepEqual(bodies(initial.rooms.join[roomId].timeline.events), expected, `initial, ${visibility}`);
+    assert.ok(initial.rooms.join[roomId].timeline.events.some((e: any) => e.type === 'm.room.member' && e.state_key === dave.userId), 'their own join');
+  }
+});
