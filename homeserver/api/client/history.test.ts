@@ -226,3 +226,22 @@ test('sync timelines apply history visibility: a late joiner of a `joined` room 
     assert.ok(initial.rooms.join[roomId].timeline.events.some((e: any) => e.type === 'm.room.member' && e.state_key === dave.userId), 'their own join');
   }
 });
+
+test('/members at a token, with membership and not_membership; /joined_members and /joined_rooms', async () => {
+  const roomId = await alice.createRoom({ preset: 'public_chat' });
+  const early = await alice.ok('GET', `/rooms/${enc(roomId)}/messages?dir=b&limit=1`);
+  await join(bob, roomId);
+  await alice.ok('POST', `/rooms/${enc(roomId)}/invite`, { user_id: carol.userId });
+  const members = async (q: string) =>
+    (await alice.ok('GET', `/rooms/${enc(roomId)}/members${q}`)).chunk.map((e: any) => `${e.state_key}:${e.content.membership}`).sort();
+  assert.deepEqual(await members(''), [`${alice.userId}:join`, `${bob.userId}:join`, `${carol.userId}:invite`].sort());
+  assert.deepEqual(await members('?membership=invite'), [`${carol.userId}:invite`]);
+  assert.deepEqual(await members('?not_membership=invite'), [`${alice.userId}:join`, `${bob.userId}:join`].sort());
+  // At a token from before bob joined, only alice was there.
+  assert.deepEqual(await members(`?at=${enc(early.start)}`), [`${alice.userId}:join`]);
+  assert.equal((await alice.call('GET', `/rooms/${enc(roomId)}/members?at=garbage`)).status, 400);
+  const joined = await bob.ok('GET', `/rooms/${enc(roomId)}/joined_members`);
+  assert.deepEqual(Object.keys(joined.joined).sort(), [alice.userId, bob.userId].sort());
+  assert.ok((await bob.ok('GET', '/joined_rooms')).joined_rooms.includes(roomId));
+  assert.ok(!(await carol.ok('GET', '/joined_rooms')).joined_rooms.includes(roomId), 'an invite is not a join');
+});
