@@ -16,6 +16,8 @@ import { createCheckingFetch, type CheckingFetch, type CheckingFetchOptions } fr
 type TestServerOptions = NonNullable<Parameters<typeof import('../homeserver/testing.ts').startTestServer>[0]>;
 
 export interface Harness {
+  /** The started server (for tests that reach into it, e.g. to link a second server for federation). */
+  server: import('../homeserver/testing.ts').TestServer;
   baseUrl: string;
   serverName: string;
   validator: SpecValidator;
@@ -56,6 +58,7 @@ export async function withHarness(fn: (h: Harness) => Promise<void>, opts: Harne
   const clients: MatrixClient[] = [];
   const logger = sdkLogger();
   const h: Harness = {
+    server,
     baseUrl: server.baseUrl,
     serverName: server.serverName,
     validator,

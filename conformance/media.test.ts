@@ -1,15 +1,18 @@
 // Media journeys with matrix-js-sdk clients: an image sent as m.image with a thumbnail and fetched
 // byte-identical by the other user (with a 32×32 server thumbnail that decodes), a 5 MB video and a
 // 20 MB file (with a range request), and a client-side encrypted attachment that round-trips
-// unchanged. Every JSON response is validated against the spec's OpenAPI definitions by the harness.
-// (The two-server journey — a remote user fetching over federation — is in
-// homeserver/api/federation/media.test.ts until X-Matrix request signing exists.)
+// unchanged; and a user on a second server who downloads and thumbnails media uploaded on the first,
+// the servers talking over X-Matrix-signed federation. Every JSON response is validated against the
+// spec's OpenAPI definitions by the harness.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import sharp from 'sharp';
-import { ClientEvent, type MatrixClient, type MatrixEvent } from 'matrix-js-sdk';
+import { ClientEvent, createClient, type MatrixClient, type MatrixEvent } from 'matrix-js-sdk';
+import type { Logger } from 'matrix-js-sdk/lib/logger.js';
 import { withHarness, type Harness } from './harness.ts';
+import { startTestServer } from '../homeserver/testing.ts';
+import { linkServers } from '../homeserver/testing-federation.ts';
 
 const PW = 'correct horse battery staple';
 
@@ -23,15 +26,18 @@ async function waitUntil<T>(what: string, fn: () => T | undefined | null | false
   }
 }
 
-async function startUser(h: Harness, username: string): Promise<MatrixClient> {
-  const anon = h.newClient();
+async function registerWithDummy(anon: MatrixClient, username: string) {
   let session: string | undefined;
   try {
     await anon.registerRequest({ username, password: PW });
   } catch (err) {
     session = (err as { data?: { session?: string } }).data?.session;
   }
-  const r = await anon.registerRequest({ username, password: PW, auth: { type: 'm.login.dummy', session } as never });
+  return anon.registerRequest({ username, password: PW, auth: { type: 'm.login.dummy', session } as never });
+}
+
+async function startUser(h: Harness, username: string): Promise<MatrixClient> {
+  const r = await registerWithDummy(h.newClient(), username);
   const c = h.newClient(r.user_id, r.access_token!, r.device_id!);
   const ready = new Promise<void>((resolve) => {
     const on = (state: string) => {
@@ -162,4 +168,53 @@ test('a client-side encrypted attachment round-trips unchanged and decrypts', { 
     const decipher = createDecipheriv('aes-256-ctr', Buffer.from(file.key.k, 'base64url'), Buffer.from(file.iv, 'base64'));
     assert.ok(Buffer.concat([decipher.update(got), decipher.final()]).equals(plaintext));
   });
+});
+
+test('a remote user on a second server downloads and thumbnails the media over federation', { timeout: 120_000 }, async () => {
+  const serverA = await startTestServer({ serverName: 'a.test' });
+  try {
+    await withHarness(
+      async (h) => {
+        // Server B is the harness's server; server A is a second Axon. Each reaches the other by name.
+        assert.equal(h.serverName, 'b.test');
+        linkServers(serverA, h.server);
+        // Alice uploads on server A through matrix-js-sdk.
+        const noop = () => {};
+        const logger: Logger = { trace: noop, debug: noop, info: noop, warn: noop, error: noop, getChild: () => logger };
+        const anonA = createClient({ baseUrl: serverA.baseUrl, fetchFn: h.fetch, logger });
+        const reg = await registerWithDummy(anonA, 'alice');
+        const alice = createClient({ baseUrl: serverA.baseUrl, fetchFn: h.fetch, logger, userId: reg.user_id, accessToken: reg.access_token!, deviceId: reg.device_id! });
+        const png = await sharp({ create: { width: 64, height: 48, channels: 3, background: { r: 200, g: 40, b: 90 } } }).png().toBuffer();
+        const up = await alice.uploadContent(new Blob([png], { type: 'image/png' }), { name: 'remote.png', type: 'image/png' });
+        assert.match(up.content_uri, /^mxc:\/\/a\.test\//);
+        // Bob, on server B, fetches it through B's authenticated media endpoints.
+        const bob = await startUser(h, 'bob');
+        const r = await download(h, bob, up.content_uri);
+        assert.equal(r.status, 200);
+        assert.deepEqual(Buffer.from(await r.arrayBuffer()), png);
+        assert.equal(r.headers.get('content-type'), 'image/png');
+        assert.equal(r.headers.get('content-disposition'), 'inline; filename="remote.png"');
+        const t = await download(h, bob, up.content_uri, { width: 32, height: 32, method: 'crop' });
+        assert.equal(t.status, 200);
+        const meta = await sharp(Buffer.from(await t.arrayBuffer())).metadata();
+        assert.deepEqual([meta.width, meta.height, meta.format], [32, 32, 'png']);
+        const scaled = await download(h, bob, up.content_uri, { width: 16, height: 16, method: 'scale' });
+        assert.equal(scaled.status, 200);
+        const sm = await sharp(Buffer.from(await scaled.arrayBuffer())).metadata();
+        assert.ok(sm.width! <= 64 && sm.width! >= 16, `scaled thumbnail width ${sm.width}`);
+        // Without a token, B's authenticated endpoint refuses; and A's federation endpoint refuses
+        // anyone who does not sign as a server.
+        const anonB = await h.fetch(bob.mxcUrlToHttp(up.content_uri, undefined, undefined, undefined, false, true, true)!);
+        assert.equal(anonB.status, 401);
+        await anonB.arrayBuffer();
+        const mediaId = up.content_uri.split('/').pop()!;
+        const unsigned = await fetch(`${serverA.baseUrl}/_matrix/federation/v1/media/download/${mediaId}`);
+        assert.equal(unsigned.status, 401);
+        assert.equal(((await unsigned.json()) as { errcode: string }).errcode, 'M_UNAUTHORIZED');
+      },
+      { server: { serverName: 'b.test' } },
+    );
+  } finally {
+    await serverA.stop();
+  }
 });
