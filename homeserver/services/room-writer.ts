@@ -112,7 +112,7 @@ export interface PersistedEvent {
 
 export type PersistListener = (events: PersistedEvent[]) => void | Promise<void>;
 
-class LruMap<K, V> extends Map<K, V> {
+export class LruMap<K, V> extends Map<K, V> {
   private readonly max: number;
   constructor(max: number) {
     super();

@@ -12,7 +12,7 @@ import type { Requester } from '../http/api.ts';
 import { getEventsByIds, rowToStoredEvent, type StoredEvent } from '../storage/rooms-store.ts';
 import { toClientEvent, type ClientEvent } from './client-events.ts';
 import type { EventDraft } from './event-builder.ts';
-import { RoomWriter, type AppendedEvent, type RoomWriteContext } from './room-writer.ts';
+import { LruMap, RoomWriter, type AppendedEvent, type RoomWriteContext } from './room-writer.ts';
 
 declare module '../homeserver.ts' {
   interface Services {
@@ -58,6 +58,8 @@ function asInvalidRoomState(err: unknown): never {
   throw err;
 }
 
+const TXN_CACHE_MAX_PER_DEVICE = 2_000;
+
 export interface CreateRoomResult {
   roomId: string;
 }
@@ -66,6 +68,7 @@ export class RoomService {
   private readonly hs: Homeserver;
   readonly writer: RoomWriter;
   private readonly pendingTxns = new Map<string, Promise<string>>();
+  private readonly txnCache = new LruMap<string, Map<string, string>>(10_000);
 
   constructor(hs: Homeserver) {
     this.hs = hs;
@@ -525,23 +528,66 @@ export class RoomService {
     return JSON.stringify([r.userId, r.deviceId ?? '', endpoint, roomId, txnId]);
   }
 
+  /**
+   * The transaction ids a device has used in a room (txn id → event id), loaded whole on first use and
+   * kept up to date by this process. Sound because every write to a room goes through the one process
+   * that writes the room (DESIGN.md §4), so no other process adds txn ids for it meanwhile. Saves a
+   * database round trip per send (client-server-api "Transaction identifiers").
+   */
+  private async deviceTxns(requester: Requester, endpoint: string, roomId: string): Promise<Map<string, string> | undefined> {
+    const key = JSON.stringify([requester.userId, requester.deviceId ?? '', endpoint, roomId]);
+    const hit = this.txnCache.touch(key);
+    // (A miss while an earlier send of this device is in flight is fine: it records into this map.)
+    if (hit) return hit;
+    const rows = await this.hs.db
+      .selectFrom('event_txn_ids')
+      .select(['txn_id', 'event_id'])
+      .where('user_id', '=', requester.userId)
+      .where('device_id', '=', requester.deviceId ?? '')
+      .where('endpoint', '=', endpoint)
+      .where('room_id', '=', roomId)
+      .limit(TXN_CACHE_MAX_PER_DEVICE + 1)
+      .execute();
+    // A device with very many transactions in one room is looked up one txn id at a time instead.
+    if (rows.length > TXN_CACHE_MAX_PER_DEVICE) return undefined;
+    const again = this.txnCache.touch(key); // another request loaded it meanwhile
+    if (again) return again;
+    const m = new Map(rows.map((r) => [r.txn_id, r.event_id]));
+    this.txnCache.set(key, m);
+    return m;
+  }
+
   private async idempotent(requester: Requester, endpoint: string, roomId: string, txnId: string | undefined, run: (txn: { user_id: string; device_id: string; endpoint: string; txn_id: string } | undefined) => Promise<string>): Promise<string> {
     if (txnId === undefined) return run(undefined);
     const key = this.txnKey(requester, endpoint, roomId, txnId);
     const pending = this.pendingTxns.get(key);
     if (pending) return pending;
     const p = (async () => {
-      const row = await this.hs.db
-        .selectFrom('event_txn_ids')
-        .select('event_id')
-        .where('user_id', '=', requester.userId)
-        .where('device_id', '=', requester.deviceId ?? '')
-        .where('endpoint', '=', endpoint)
-        .where('room_id', '=', roomId)
-        .where('txn_id', '=', txnId)
-        .executeTakeFirst();
-      if (row) return row.event_id;
-      return run({ user_id: requester.userId, device_id: requester.deviceId ?? '', endpoint, txn_id: txnId });
+      const known = await this.deviceTxns(requester, endpoint, roomId);
+      const found = known
+        ? known.get(txnId)
+        : (
+            await this.hs.db
+              .selectFrom('event_txn_ids')
+              .select('event_id')
+              .where('user_id', '=', requester.userId)
+              .where('device_id', '=', requester.deviceId ?? '')
+              .where('endpoint', '=', endpoint)
+              .where('room_id', '=', roomId)
+              .where('txn_id', '=', txnId)
+              .executeTakeFirst()
+          )?.event_id;
+      if (found !== undefined) return found;
+      const eventId = await run({ user_id: requester.userId, device_id: requester.deviceId ?? '', endpoint, txn_id: txnId });
+      // Recorded once persisted (run awaits that), in the map now cached: it may have been evicted and
+      // reloaded meanwhile.
+      const cacheKey = JSON.stringify([requester.userId, requester.deviceId ?? '', endpoint, roomId]);
+      const current = this.txnCache.get(cacheKey);
+      if (current) {
+        if (current.size >= TXN_CACHE_MAX_PER_DEVICE) this.txnCache.delete(cacheKey);
+        else current.set(txnId, eventId);
+      }
+      return eventId;
     })();
     this.pendingTxns.set(key, p);
     try {
@@ -627,10 +673,56 @@ export class RoomService {
         const ga = (await ctx.stateEvent('m.room.guest_access', ''))?.pdu.content['guest_access'];
         if (ga !== 'can_join') throw new MatrixError(403, 'M_GUEST_ACCESS_FORBIDDEN', 'Guests may not join this room');
       }
-      return ctx.append({ type: 'm.room.member', sender: requester.userId, state_key: requester.userId, content });
+      const authoriser = await this.restrictedJoinAuthoriser(ctx, requester.userId);
+      const joinContent = authoriser ? { ...content, join_authorised_via_users_server: authoriser } : content;
+      return ctx.append({ type: 'm.room.member', sender: requester.userId, state_key: requester.userId, content: joinContent });
     });
     await this.finish(a);
     return roomId;
+  }
+
+  /**
+   * Restricted joins (client-server-api "Restricted rooms", rooms/v8+ auth rule 4.3.5): when the join
+   * rule is `restricted` (or `knock_restricted` from v10) and the user is neither invited nor joined,
+   * they must be joined to one of the rooms the `allow` conditions name; the join then names a local
+   * joined user who may invite, in `join_authorised_via_users_server`. Returns that user, or
+   * undefined when no authoriser is needed (the auth rules decide the rest). M_FORBIDDEN when no
+   * condition is met.
+   */
+  private async restrictedJoinAuthoriser(ctx: RoomWriteContext, userId: string): Promise<string | undefined> {
+    const rv = ctx.rv;
+    const jr = (await ctx.stateEvent('m.room.join_rules', ''))?.pdu.content;
+    const rule = jr?.['join_rule'];
+    if (!((rv.restrictedJoin && rule === 'restricted') || (rv.knockRestricted && rule === 'knock_restricted'))) return undefined;
+    const current = await this.membershipIn(ctx, userId);
+    if (current === 'join' || current === 'invite' || current === 'ban') return undefined;
+    const allow = Array.isArray(jr?.['allow']) ? (jr['allow'] as JsonValue[]) : [];
+    let satisfied = false;
+    for (const c of allow) {
+      if (!isObject(c) || c['type'] !== 'm.room_membership' || typeof c['room_id'] !== 'string') continue;
+      if ((await this.getMembership(c['room_id'], userId))?.membership === 'join') {
+        satisfied = true;
+        break;
+      }
+    }
+    if (!satisfied) throw forbidden('You do not meet any of the conditions to join this restricted room');
+    // Any local joined member with the invite level will do; creators (v12) first, then by power.
+    const candidates: string[] = [];
+    for (const k of ctx.stateIds().keys()) {
+      if (!k.startsWith('m.room.member\u0000')) continue;
+      const member = splitStateKey(k)[1];
+      if (parseUserId(member)?.serverName === this.hs.serverName) candidates.push(member);
+    }
+    const state = await this.powerState(ctx, candidates);
+    const inviteLevel = getPowerLevelsContent(rv, state).invite;
+    let best: { user: string; level: number } | undefined;
+    for (const u of candidates) {
+      if (state.get(stateKey('m.room.member', u))?.pdu.content['membership'] !== 'join') continue;
+      const level = getUserPowerLevel(rv, state, u);
+      if (level >= inviteLevel && (!best || level > best.level)) best = { user: u, level };
+    }
+    if (!best) throw forbidden('No member of this server can authorise your join to this restricted room');
+    return best.user;
   }
 
   async knock(requester: Requester, roomIdOrAlias: string, opts: { reason?: string } = {}): Promise<string> {

@@ -1,5 +1,6 @@
 // The membership lifecycle over HTTP: invite → join → kick → rejoin refused (invite-only) → ban →
-// unban → knock (where the join rule allows it), leave and forget, joins by alias, and the errors.
+// unban → knock (where the join rule allows it), leave and forget, joins by alias, restricted joins
+// (join_authorised_via_users_server), and the errors.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../../testing.ts';
@@ -22,7 +23,7 @@ after(async () => {
 
 const membership = async (c: Client, roomId: string, userId: string) => (await c.state(roomId, 'm.room.member', userId)).body?.membership;
 
-for (const version of ['7', '11', '12']) {
+for (const version of ['1', '7', '11', '12']) {
   test(`membership lifecycle in room version ${version}`, async () => {
     const roomId = await alice.createRoom({ room_version: version, preset: 'private_chat' });
     const r = `/rooms/${enc(roomId)}`;
@@ -68,8 +69,16 @@ for (const version of ['7', '11', '12']) {
     // Knocking: refused under a public join rule; allowed under `knock` (v7+).
     assert.equal((await carol.call('POST', `/knock/${enc(roomId)}`, {})).status, 403);
     await alice.ok('PUT', `${r}/state/m.room.join_rules`, { join_rule: 'knock' });
-    assert.equal((await carol.ok('POST', `/knock/${enc(roomId)}`, { reason: 'let me in' })).room_id, roomId);
-    assert.equal(await membership(alice, roomId, carol.userId), 'knock');
+    if (version === '1') {
+      // No knocking before v7: the knock join rule is unknown, so carol can neither knock nor join.
+      assert.equal((await carol.call('POST', `/knock/${enc(roomId)}`, {})).status, 403);
+      assert.equal((await carol.call('POST', `${r}/join`, {})).status, 403);
+      // ... not even when invited (rooms/v1 rule 5.2.6), so back to invite-only for the rest.
+      await alice.ok('PUT', `${r}/state/m.room.join_rules`, { join_rule: 'invite' });
+    } else {
+      assert.equal((await carol.ok('POST', `/knock/${enc(roomId)}`, { reason: 'let me in' })).room_id, roomId);
+      assert.equal(await membership(alice, roomId, carol.userId), 'knock');
+    }
     // A joined user cannot knock.
     assert.equal((await bob.call('POST', `/knock/${enc(roomId)}`, {})).status, 403);
     // Accept the knock with an invite, then carol joins.
@@ -132,4 +141,59 @@ test('membership through PUT /state/m.room.member and profile changes update mem
   const member = (await alice.state(roomId, 'm.room.member', alice.userId)).body;
   assert.equal(member.displayname, 'Alice A.');
   assert.equal(member.membership, 'join');
+});
+
+for (const [version, rule] of [
+  ['8', 'restricted'],
+  ['10', 'knock_restricted'],
+  ['12', 'restricted'],
+] as const) {
+  test(`restricted join (v${version}, ${rule}): members of an allowed room join, authorised by a local user who may invite`, async () => {
+    const space = await alice.createRoom({ room_version: version, preset: 'public_chat' });
+    await bob.ok('POST', `/rooms/${enc(space)}/join`, {});
+    const roomId = await alice.createRoom({
+      room_version: version,
+      preset: 'private_chat',
+      initial_state: [{ type: 'm.room.join_rules', content: { join_rule: rule, allow: [{ type: 'm.room_membership', room_id: space }] } }],
+    });
+    const r = `/rooms/${enc(roomId)}`;
+    // Carol is not in the space: no condition is met.
+    const refused = await carol.call('POST', `${r}/join`, {});
+    assert.equal(refused.status, 403);
+    assert.equal(refused.body.errcode, 'M_FORBIDDEN');
+    // Bob is: the join carries join_authorised_via_users_server naming alice (the only one who may invite).
+    await bob.ok('POST', `/join/${enc(roomId)}`, {});
+    const join = (await alice.call('GET', `${r}/state/m.room.member/${enc(bob.userId)}?format=event`)).body;
+    assert.equal(join.content.membership, 'join');
+    assert.equal(join.content.join_authorised_via_users_server, alice.userId);
+    if (rule === 'knock_restricted') {
+      // knock_restricted: those who meet no condition may knock instead.
+      await carol.ok('POST', `/knock/${enc(roomId)}`, {});
+      assert.equal(await membership(alice, roomId, carol.userId), 'knock');
+    }
+    // An invite lifts the restriction: no authoriser is named.
+    await alice.ok('POST', `${r}/invite`, { user_id: carol.userId });
+    await carol.ok('POST', `${r}/join`, {});
+    const carolJoin = (await alice.call('GET', `${r}/state/m.room.member/${enc(carol.userId)}?format=event`)).body;
+    assert.equal(carolJoin.content.membership, 'join');
+    assert.equal(carolJoin.content.join_authorised_via_users_server, undefined);
+    // Leaving the allowed room does not matter once joined; rejoining after leaving needs the condition again.
+    await bob.ok('POST', `/rooms/${enc(space)}/leave`, {});
+    assert.equal(await membership(alice, roomId, bob.userId), 'join');
+    await bob.ok('POST', `${r}/leave`, {});
+    assert.equal((await bob.call('POST', `${r}/join`, {})).status, 403);
+    await verifyStoredEvents(s, roomId);
+  });
+}
+
+test('restricted join rules in room versions without them (v7) are unknown: nobody joins uninvited', async () => {
+  const space = await alice.createRoom({ room_version: '7', preset: 'public_chat' });
+  await bob.ok('POST', `/rooms/${enc(space)}/join`, {});
+  const roomId = await alice.createRoom({
+    room_version: '7',
+    initial_state: [{ type: 'm.room.join_rules', content: { join_rule: 'restricted', allow: [{ type: 'm.room_membership', room_id: space }] } }],
+  });
+  const r = await bob.call('POST', `/rooms/${enc(roomId)}/join`, {});
+  assert.equal(r.status, 403);
+  assert.equal(r.body.errcode, 'M_FORBIDDEN');
 });
