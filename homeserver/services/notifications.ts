@@ -191,9 +191,11 @@ export class NotificationService {
       }
     }
     if (rows.length === 0) return;
-    const position = await orderedWrite(this.hs.db, PUSH_ACTIONS_STREAM, async (tx, next) => {
-      let last = 0;
-      for (const r of rows) r.stream_id = last = await next();
+    const position = await orderedWrite(this.hs.db, PUSH_ACTIONS_STREAM, async (tx, _next, nextMany) => {
+      // One round trip for all positions: a message in a big room writes a row per member.
+      const ids = await nextMany(rows.length);
+      rows.forEach((r, i) => (r.stream_id = ids[i]!));
+      const last = ids.at(-1)!;
       for (let i = 0; i < rows.length; i += 1_000) {
         await tx.insertInto('event_push_actions').values(rows.slice(i, i + 1_000)).onConflict((oc) => oc.columns(['user_id', 'event_id']).doNothing()).execute();
       }

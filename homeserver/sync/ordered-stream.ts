@@ -21,15 +21,53 @@ export const RECEIPTS_STREAM: OrderedStream = { lock: 727_101, sequence: 'receip
 export const PRESENCE_STREAM: OrderedStream = { lock: 727_102, sequence: 'presence_stream_seq', table: 'presence', column: 'stream_id' };
 export const PUSH_ACTIONS_STREAM: OrderedStream = { lock: 727_103, sequence: 'push_actions_stream_seq', table: 'event_push_actions', column: 'stream_id' };
 
-/** Runs `fn` in a transaction holding the stream's lock; `next()` hands out positions. */
-export async function orderedWrite<T>(db: Db, s: OrderedStream, fn: (tx: Tx, next: () => Promise<number>) => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` in a transaction holding the stream's lock; `next()` hands out positions, `nextMany(n)` n
+ * ascending positions in one round trip (for large writes: the lock is held for as short as possible).
+ */
+export async function orderedWrite<T>(
+  db: Db,
+  s: OrderedStream,
+  fn: (tx: Tx, next: () => Promise<number>, nextMany: (n: number) => Promise<number[]>) => Promise<T>,
+): Promise<T> {
+  // Writes of one stream queue up in this process first: waiting for the advisory lock would hold a
+  // pooled connection each, and a burst (push actions for every event of a busy room) would starve
+  // the pool. Across processes the advisory lock still orders them.
+  let localQueues = queuesByDb.get(db);
+  if (!localQueues) queuesByDb.set(db, (localQueues = new Map()));
+  const queues = localQueues;
+  const prev = queues.get(s.lock) ?? Promise.resolve();
+  const mine = prev.then(() => runOrdered(db, s, fn));
+  const tail = mine.then(
+    () => undefined,
+    () => undefined,
+  );
+  queues.set(s.lock, tail);
+  void tail.then(() => {
+    if (queues.get(s.lock) === tail) queues.delete(s.lock);
+  });
+  return mine;
+}
+
+const queuesByDb = new WeakMap<Db, Map<number, Promise<void>>>();
+
+async function runOrdered<T>(
+  db: Db,
+  s: OrderedStream,
+  fn: (tx: Tx, next: () => Promise<number>, nextMany: (n: number) => Promise<number[]>) => Promise<T>,
+): Promise<T> {
   return db.transaction().execute(async (tx) => {
     await sql`select pg_advisory_xact_lock(${s.lock})`.execute(tx);
     const next = async () => {
       const { rows } = await sql<{ id: string | number }>`select nextval(${s.sequence}) as id`.execute(tx);
       return Number(rows[0]!.id);
     };
-    return fn(tx, next);
+    const nextMany = async (n: number) => {
+      if (n <= 0) return [];
+      const { rows } = await sql<{ id: string | number }>`select nextval(${s.sequence}) as id from generate_series(1, ${n}::int)`.execute(tx);
+      return rows.map((r) => Number(r.id)).sort((a, b) => a - b);
+    };
+    return fn(tx, next, nextMany);
   });
 }
 
