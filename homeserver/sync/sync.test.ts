@@ -351,6 +351,28 @@ describe('sync', () => {
     await syncUntil(alice, a1.next_batch, (s) => bodies(joined(s, roomId)).includes('bob again'));
   });
 
+  test('knock shows in the knocker\u2019s knock section with stripped state, then moves on when accepted', async () => {
+    const alice = await user('alice');
+    const carol = await user('carol');
+    const roomId = await alice.createRoom({ preset: 'private_chat', name: 'Knock knock' });
+    await alice.ok('PUT', `/rooms/${enc(roomId)}/state/m.room.join_rules`, { join_rule: 'knock' });
+    const c0 = await carol.sync();
+    await carol.ok('POST', `/knock/${enc(roomId)}`, { reason: 'let me in' });
+    const c1 = await syncUntil(carol, c0.next_batch, (s) => s.rooms?.knock?.[roomId] !== undefined);
+    const stripped = c1.rooms.knock[roomId].knock_state.events as Json[];
+    assert.ok(stripped.every((e) => e.event_id === undefined && typeof e.sender === 'string'), 'stripped state has no event ids');
+    assert.equal(stripped.find((e) => e.type === 'm.room.name')?.content.name, 'Knock knock');
+    assert.equal(stripped.find((e) => e.type === 'm.room.join_rules')?.content.join_rule, 'knock');
+    assert.equal(stripped.find((e) => e.type === 'm.room.member' && e.state_key === carol.id)?.content.membership, 'knock');
+    assert.equal(joined(c1, roomId), undefined);
+    // The room's members see the knock in their timeline; alice accepts with an invite.
+    const a = await alice.sync();
+    assert.ok((joined(a, roomId)!.timeline.events as Json[]).some((e) => e.type === 'm.room.member' && e.state_key === carol.id && e.content.membership === 'knock'));
+    await alice.ok('POST', `/rooms/${enc(roomId)}/invite`, { user_id: carol.id });
+    const c2 = await syncUntil(carol, c1.next_batch, (s) => s.rooms?.invite?.[roomId] !== undefined);
+    assert.equal(c2.rooms.knock?.[roomId], undefined);
+  });
+
   test('full_state returns the whole state on an incremental sync', async () => {
     const alice = await user('alice');
     const roomId = await alice.createRoom({ name: 'Full' });

@@ -188,7 +188,7 @@ test('tokens are stored only as sha256 digests; passwords as argon2id', async ()
   assert.ok(!user.password_hash!.includes(PW));
 });
 
-test('rate limits: logins per client trip with M_LIMIT_EXCEEDED; failed logins for one account slow down', async () => {
+test('rate limits: logins per client and sends per user trip with M_LIMIT_EXCEEDED; failed logins for one account slow down', async () => {
   const rl = await startTestServer({
     config: {
       rate_limits: {
@@ -196,12 +196,30 @@ test('rate limits: logins per client trip with M_LIMIT_EXCEEDED; failed logins f
         login: { per_second: 1, burst: 3 },
         login_failures_per_account: { per_second: 1, burst: 2 },
         registration: { per_second: 100, burst: 100 },
+        message: { per_second: 0, burst: 3 },
       },
     },
   });
   try {
     await registerUser(rl.baseUrl, 'gina', PW);
     await registerUser(rl.baseUrl, 'hank', PW);
+    // Sending (the "message" class): the fourth send in a row from one user is refused, and refused
+    // without writing anything.
+    const ivy = await registerUser(rl.baseUrl, 'ivy', PW);
+    const created = await rawCall(rl.baseUrl, 'POST', '/_matrix/client/v3/createRoom', { token: ivy.accessToken, body: {} });
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    const roomId = encodeURIComponent(created.body.room_id);
+    const sends: number[] = [];
+    let refused: { status: number; body: Record<string, any> } | undefined;
+    for (let i = 0; i < 6 && !refused; i++) {
+      const r = await rawCall(rl.baseUrl, 'PUT', `/_matrix/client/v3/rooms/${roomId}/send/m.room.message/rl${i}`, { token: ivy.accessToken, body: { msgtype: 'm.text', body: `n${i}` } });
+      if (r.status === 429) refused = r;
+      else sends.push(r.status);
+    }
+    assert.ok(refused, 'sending never tripped the limit');
+    assert.ok(sends.length <= 3 && sends.every((x) => x === 200), JSON.stringify(sends));
+    assert.equal(refused.body.errcode, 'M_LIMIT_EXCEEDED');
+    assert.ok(refused.body.retry_after_ms > 0);
     assert.equal((await loginWithPassword(rl.baseUrl, 'gina', 'wrong')).status, 403);
     assert.equal((await loginWithPassword(rl.baseUrl, 'gina', 'wrong')).status, 403);
     // Two failures used the account's allowance: even the right password now waits.
