@@ -46,6 +46,8 @@ export interface FederationClientOptions {
   userAgent: string;
   /** Certificate verification; turn off only for test networks. */
   rejectUnauthorized?: boolean;
+  /** Trusted certificate authorities instead of the system's (PEM). */
+  ca?: string | Buffer;
 }
 
 export interface FederationRequestOptions {
@@ -108,7 +110,7 @@ export class FederationClient implements ServerKeySource {
 
   constructor(opts: FederationClientOptions) {
     this.opts = opts;
-    this.httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 50, rejectUnauthorized: opts.rejectUnauthorized ?? true });
+    this.httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 50, rejectUnauthorized: opts.rejectUnauthorized ?? true, ...(opts.ca ? { ca: opts.ca } : {}) });
   }
 
   get serverName(): string {
@@ -145,10 +147,10 @@ export class FederationClient implements ServerKeySource {
     let pinned: CheckedAddress | null = null;
     let servername: string | undefined;
     if (dest.kind === 'override') {
-      url = new URL(dest.baseUrl + uri);
+      url = new URL(dest.baseUrl);
     } else {
       const hostForUrl = dest.connectHost.includes(':') ? `[${dest.connectHost}]` : dest.connectHost;
-      url = new URL(`https://${hostForUrl}:${dest.port}${uri}`);
+      url = new URL(`https://${hostForUrl}:${dest.port}`);
       try {
         pinned = await this.opts.checkAddress(dest.connectHost);
       } catch (err) {
@@ -158,8 +160,8 @@ export class FederationClient implements ServerKeySource {
       // No SNI for IP addresses; the certificate is then checked against the address.
       servername = dest.tlsServerName ?? '';
     }
-    const res = await this.send(url, method, headers, body, pinned, servername, opts.timeoutMs, opts.idleTimeoutMs ?? opts.timeoutMs, destination);
-    return { response: toResponse(res, method), url: url.href };
+    const res = await this.send(url, method, headers, body, pinned, servername, opts.timeoutMs, opts.idleTimeoutMs ?? opts.timeoutMs, destination, uri);
+    return { response: toResponse(res, method), url: url.origin + uri };
   }
 
   private send(
@@ -172,8 +174,11 @@ export class FederationClient implements ServerKeySource {
     timeoutMs: number,
     idleMs: number,
     destination: string,
+    rawPath?: string,
   ): Promise<IncomingMessage> {
     const https = url.protocol === 'https:';
+    // The path goes out exactly as given (and signed): URL parsing could re-encode it.
+    const path = rawPath ?? url.pathname + url.search;
     if (!https && url.protocol !== 'http:') return Promise.reject(new FederationUnreachable(`scheme ${url.protocol} is not supported`));
     const lookup: LookupFunction | undefined = pinned
       ? (_host, options, cb) => {
@@ -185,8 +190,11 @@ export class FederationClient implements ServerKeySource {
       const ctrl = new AbortController();
       const timer = setTimeout(() => ctrl.abort(), timeoutMs);
       const req = (https ? httpsRequest : httpRequest)(
-        url,
         {
+          protocol: url.protocol,
+          hostname: url.hostname.replace(/^\[|\]$/g, ''),
+          port: url.port || (https ? 443 : 80),
+          path,
           method,
           headers,
           agent: https ? this.httpsAgent : this.httpAgent,

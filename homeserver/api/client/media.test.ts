@@ -288,7 +288,7 @@ test('the deprecated unauthenticated downloads are frozen unless switched on', a
   });
 });
 
-test('unknown media: 404 M_NOT_FOUND; remote media without federation: 502', async () => {
+test('unknown media: 404 M_NOT_FOUND; media on an unreachable server: 502', async () => {
   await withServer({}, async (s, token) => {
     const r = await get(s.baseUrl, '/_matrix/client/v1/media/download/localhost/doesNotExist', token);
     assert.equal(r.status, 404);
