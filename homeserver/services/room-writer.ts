@@ -12,10 +12,10 @@
 // A caller's events are handed to the queue only when its `withRoom` callback returns, so a callback
 // that throws leaves no trace (createRoom never half-writes a room).
 import { randomBytes } from 'node:crypto';
-import type { IdentifiedPdu, StateKey, StateMap } from '../../spec/events.ts';
+import type { IdentifiedPdu, JsonObject, StateKey, StateMap } from '../../spec/events.ts';
 import { isStateEvent, refIds, stateKey } from '../../spec/events.ts';
 import { authEventTypesFor, selectAuthEvents } from '../../spec/auth-events.ts';
-import { checkEventAuthWithAuthEvents } from '../../spec/auth-rules.ts';
+import { checkEventAuth, checkEventAuthWithAuthEvents } from '../../spec/auth-rules.ts';
 import { authChainDifference, resolveState } from '../../spec/state-res.ts';
 import { getRoomVersion, type RoomVersion } from '../../spec/room-versions.ts';
 import { MatrixError, forbidden } from '../errors.ts';
@@ -98,8 +98,41 @@ interface PendingItem {
   stateChange: [StateKey, string] | null;
   newRoom?: { roomVersion: string; creator: string; createdTs: number };
   txn?: EventTxnIdsTable;
+  /** Received events (persistIncoming): the outcome of the checks and what it changes. */
+  incoming?: {
+    rejectedReason: string | null;
+    softFailed: boolean;
+    /** Current-state changes (replacing `stateChange`), e.g. after resolving a fork. */
+    stateChanges: Array<[StateKey, string | null]>;
+    memberships: Array<{ userId: string; membership: string; eventId: string; sender: string }>;
+    /** State groups besides `newGroup` (a resolved state before the event, a resolved current state). */
+    extraGroups: NewStateGroup[];
+  };
   resolve(position: number): void;
   reject(err: unknown): void;
+}
+
+export type IncomingOutcome = 'accepted' | 'soft_failed' | 'rejected';
+
+/** What became of an event received from another server (RoomWriter.persistIncoming). */
+export interface IncomingResult {
+  eventId: string;
+  outcome: IncomingOutcome;
+  /** Why it was rejected, or why it soft-failed (the auth rule that refused it). */
+  reason?: string;
+  /** Resolves with the event's stream position once committed. */
+  persisted: Promise<number>;
+  /** The event was already stored; nothing was written. */
+  duplicate?: boolean;
+}
+
+/** persistIncoming needs these events stored first (fetching them is the federation side's job). */
+export class MissingEventsError extends MatrixError {
+  readonly missing: string[];
+  constructor(missing: string[]) {
+    super(400, 'M_BAD_STATE', `Unknown prev_events or auth_events: ${missing.slice(0, 10).join(', ')}`);
+    this.missing = missing;
+  }
 }
 
 /** A committed event, as persistence listeners see it. */
@@ -134,6 +167,16 @@ export class LruMap<K, V> extends Map<K, V> {
   }
 }
 
+function isAccepted(it: PendingItem): boolean {
+  return !it.incoming || (it.incoming.rejectedReason === null && !it.incoming.softFailed);
+}
+
+function sameState(a: StateMap<string>, b: StateMap<string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) if (b.get(k) !== v) return false;
+  return true;
+}
+
 export class RoomWriter {
   private readonly hs: Homeserver;
   readonly stream: EventStreamPositions;
@@ -146,6 +189,8 @@ export class RoomWriter {
   private readonly locks = new Map<string, Promise<void>>();
   private readonly pending = new Map<string, PendingItem[]>();
   private readonly inFlight = new Set<string>();
+  /** Per room: the `persisted` promise of its last queued event (to wait until the room is written). */
+  private readonly tails = new Map<string, Promise<number>>();
   private activeFlushes = 0;
   readonly persistListeners: PersistListener[] = [];
 
@@ -419,6 +464,7 @@ export class RoomWriter {
         let q = this.pending.get(roomId);
         if (!q) this.pending.set(roomId, (q = []));
         q.push(...items);
+        this.setTail(roomId, appended.at(-1)!.persisted);
       }
       return result;
     } catch (err) {
@@ -437,6 +483,231 @@ export class RoomWriter {
     this.events.delete(it.event.eventId);
     this.authIndex.forget(it.event.eventId);
     if (it.newGroup) this.stateGroups.forget(it.newGroup.groupId);
+    for (const g of it.incoming?.extraGroups ?? []) this.stateGroups.forget(g.groupId);
+  }
+
+  private setTail(roomId: string, p: Promise<number>): void {
+    this.tails.set(roomId, p);
+    const clear = () => {
+      if (this.tails.get(roomId) === p) this.tails.delete(roomId);
+    };
+    p.then(clear, clear);
+  }
+
+  /** Waits (under the room's lock) until every queued event of the room is committed. */
+  private async drain(roomId: string): Promise<void> {
+    const tail = this.tails.get(roomId);
+    if (!tail) return;
+    this.kick();
+    try {
+      await tail;
+    } catch {
+      throw new MatrixError(500, 'M_UNKNOWN', 'An earlier event in this room failed to persist');
+    }
+  }
+
+  /** The auth-relevant part of `state` for `event` (its auth event types and the create event). */
+  private async authStateFor(rv: RoomVersion, event: IdentifiedPdu, state: StateMap<string>): Promise<StateMap<IdentifiedPdu>> {
+    const pdu = event.pdu;
+    const draft: EventDraft = { type: pdu.type, sender: pdu.sender, content: pdu.content, ...(typeof pdu.state_key === 'string' ? { state_key: pdu.state_key } : {}) };
+    const wanted = authEventTypesFor(rv, draft).map(([t, k]) => stateKey(t, k));
+    if (!wanted.includes(CREATE_KEY)) wanted.push(CREATE_KEY);
+    const ids = wanted.map((k) => state.get(k)).filter((x): x is string => x !== undefined);
+    const pdus = await this.getPdus(ids);
+    const out: StateMap<IdentifiedPdu> = new Map();
+    for (const k of wanted) {
+      const id = state.get(k);
+      const e = id === undefined ? undefined : pdus.get(id);
+      if (e) out.set(k, e);
+    }
+    return out;
+  }
+
+  /**
+   * Persists an event received from another server: server-server-api "Checks performed on receipt of
+   * a PDU", steps 4–6 (the caller has done 1–3: format, signatures, hashes, and passes `isSignedBy` /
+   * `verifySignature` for the rules that look at signatures). All its prev_events and auth_events must
+   * be stored already (MissingEventsError otherwise).
+   *
+   * - Fails auth against its auth events (4) or against the state before it (5): rejected. Kept with
+   *   its reason; changes no state; never a forward extremity; never served.
+   * - Passes those but fails against the current state (6): soft-failed. Kept with its own state (so it
+   *   takes part in state resolution if later events cite it), but not a forward extremity, no change
+   *   to the current state, never served.
+   * - Otherwise accepted: a forward extremity; the current state is the resolution of the states at
+   *   all forward extremities (the state after it when it extends every extremity).
+   */
+  async persistIncoming(
+    roomId: string,
+    event: IdentifiedPdu,
+    opts: { isSignedBy?: (event: IdentifiedPdu, serverName: string) => boolean; verifySignature?: (signed: JsonObject, publicKey: string) => boolean } = {},
+  ): Promise<IncomingResult> {
+    const out = await this.lock(roomId, () =>
+      this.checkIncoming(roomId, event, opts).catch((err: unknown) => {
+        if (!this.pending.get(roomId)?.some((it) => it.event.eventId === event.eventId)) {
+          this.events.delete(event.eventId);
+          this.authIndex.forget(event.eventId);
+        }
+        throw err;
+      }),
+    );
+    this.kick();
+    return out;
+  }
+
+  private async checkIncoming(
+    roomId: string,
+    event: IdentifiedPdu,
+    opts: { isSignedBy?: (event: IdentifiedPdu, serverName: string) => boolean; verifySignature?: (signed: JsonObject, publicKey: string) => boolean },
+  ): Promise<IncomingResult> {
+    {
+      if (!(await this.head(roomId))) throw new MatrixError(404, 'M_NOT_FOUND', 'Unknown room');
+      await this.drain(roomId);
+      const head = await this.head(roomId);
+      if (!head) throw new MatrixError(404, 'M_NOT_FOUND', 'Unknown room');
+      const rv = head.rv;
+      const pdu = event.pdu;
+      if (pdu.type === 'm.room.create') throw new MatrixError(400, 'M_BAD_STATE', 'A room has one m.room.create event');
+      if (!rv.roomIdFromCreateEvent || pdu.room_id !== undefined) {
+        if (pdu.room_id !== roomId) throw new MatrixError(400, 'M_BAD_STATE', 'The event belongs to another room');
+      }
+      const [existing] = await getEventsByIds(this.hs.db, [event.eventId]);
+      if (existing) {
+        const outcome: IncomingOutcome = existing.rejectedReason !== null ? 'rejected' : existing.softFailed ? 'soft_failed' : 'accepted';
+        return { eventId: event.eventId, outcome, duplicate: true, persisted: Promise.resolve(existing.streamOrdering), ...(existing.rejectedReason !== null ? { reason: existing.rejectedReason } : {}) };
+      }
+      const prevIds = [...new Set(refIds(pdu.prev_events))];
+      const authIds = [...new Set(refIds(pdu.auth_events))];
+      const rows = new Map((await getEventsByIds(this.hs.db, [...new Set([...prevIds, ...authIds])])).map((r) => [r.eventId, r]));
+      const missing = [...prevIds, ...authIds].filter((id) => !rows.has(id) || (prevIds.includes(id) && rows.get(id)!.stateGroup === null));
+      if (prevIds.length === 0) throw new MatrixError(400, 'M_BAD_STATE', 'The event has no prev_events');
+      if (missing.length > 0) throw new MissingEventsError([...new Set(missing)]);
+      const authEvents = authIds.map((id) => ({ eventId: id, pdu: rows.get(id)!.pdu }));
+      const createEvent = await this.getPdu(head.state.get(CREATE_KEY)!);
+      let rejectedReason: string | null = null;
+      let softFailReason: string | undefined;
+
+      // 4. Against its auth events.
+      const r4 = checkEventAuthWithAuthEvents(rv, event, authEvents, {
+        ...opts,
+        ...(createEvent ? { createEvent } : {}),
+        isRejected: (id) => rows.get(id)?.rejectedReason != null,
+      });
+      if (!r4.allowed) rejectedReason = r4.reason;
+
+      // 5. Against the state before it: the state after its prev event, or the resolution of several.
+      const firstGroup = rows.get(prevIds[0]!)!.stateGroup!;
+      const first = await this.stateGroups.get(firstGroup);
+      const extraGroups: NewStateGroup[] = [];
+      let before = first.state;
+      let beforeGroup = firstGroup;
+      let beforeDepth = first.deltaDepth;
+      if (prevIds.length > 1) {
+        const sets = [first.state];
+        for (const id of prevIds.slice(1)) sets.push((await this.stateGroups.get(rows.get(id)!.stateGroup!)).state);
+        before = await this.resolve(rv, sets);
+        const g = this.stateGroups.plan(`${event.eventId}/before`, roomId, firstGroup, first.state, first.deltaDepth, before);
+        extraGroups.push(g);
+        beforeGroup = g.groupId;
+        beforeDepth = g.deltaDepth;
+      }
+      if (rejectedReason === null) {
+        const r5 = checkEventAuth(rv, event, await this.authStateFor(rv, event, before), opts);
+        if (!r5.allowed) rejectedReason = r5.reason;
+      }
+      // 6. Against the current state.
+      if (rejectedReason === null) {
+        const r6 = checkEventAuth(rv, event, await this.authStateFor(rv, event, head.state), opts);
+        if (!r6.allowed) softFailReason = r6.reason;
+      }
+
+      let after = before;
+      let afterGroup = beforeGroup;
+      let afterDepth = beforeDepth;
+      let newGroup: NewStateGroup | null = null;
+      let chain: ChainPosition | null = null;
+      if (rejectedReason === null && isStateEvent(pdu)) {
+        after = new Map(before);
+        after.set(stateKey(pdu.type, pdu.state_key!), event.eventId);
+        newGroup = this.stateGroups.plan(event.eventId, roomId, beforeGroup, before, beforeDepth, after);
+        afterGroup = newGroup.groupId;
+        afterDepth = newGroup.deltaDepth;
+        let tips = this.chainTips.touch(roomId);
+        if (!tips) this.chainTips.set(roomId, (tips = new Map()));
+        chain = await this.chainPosition(event, authEvents, tips, []);
+      }
+      // Resolving a fork below reads the event itself (and its auth chain position) through the caches.
+      this.events.set(event.eventId, event);
+      if (chain) this.authIndex.remember(event.eventId, chain);
+
+      let nextHead: RoomHead = head;
+      const stateChanges: Array<[StateKey, string | null]> = [];
+      const memberships: Array<{ userId: string; membership: string; eventId: string; sender: string }> = [];
+      if (rejectedReason === null && softFailReason === undefined) {
+        const extremities = [...head.extremities.filter((x) => !prevIds.includes(x.eventId)), { eventId: event.eventId, depth: pdu.depth }];
+        let current = after;
+        let currentGroup = afterGroup;
+        let currentDepth = afterDepth;
+        if (extremities.length > 1) {
+          const others = extremities.filter((x) => x.eventId !== event.eventId).map((x) => x.eventId);
+          const sets = [after];
+          for (const r of await getEventsByIds(this.hs.db, others)) if (r.stateGroup) sets.push((await this.stateGroups.get(r.stateGroup)).state);
+          current = await this.resolve(rv, sets);
+          if (!sameState(current, after)) {
+            const g = this.stateGroups.plan(`${event.eventId}/current`, roomId, afterGroup, after, afterDepth, current);
+            extraGroups.push(g);
+            currentGroup = g.groupId;
+            currentDepth = g.deltaDepth;
+          } else current = after;
+        }
+        for (const [k, id] of current) if (head.state.get(k) !== id) stateChanges.push([k, id]);
+        for (const k of head.state.keys()) if (!current.has(k)) stateChanges.push([k, null]);
+        const memberIds = stateChanges.filter(([k, id]) => id !== null && k.startsWith('m.room.member\u0000')).map(([, id]) => id!);
+        const memberPdus = await this.getPdus(memberIds);
+        for (const id of memberIds) {
+          const m = id === event.eventId ? event : memberPdus.get(id);
+          if (!m || typeof m.pdu.state_key !== 'string') continue;
+          const membership = typeof m.pdu.content['membership'] === 'string' ? (m.pdu.content['membership'] as string) : 'leave';
+          memberships.push({ userId: m.pdu.state_key, membership, eventId: id, sender: m.pdu.sender });
+        }
+        nextHead = { roomId, rv, extremities, stateGroup: currentGroup, stateGroupDepth: currentDepth, state: current };
+      }
+
+      let resolve!: (p: number) => void;
+      let reject!: (e: unknown) => void;
+      const persisted = new Promise<number>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      persisted.catch(() => undefined);
+      const item: PendingItem = {
+        roomId,
+        event,
+        json: JSON.stringify(pdu),
+        stateGroupBefore: beforeGroup,
+        stateGroup: afterGroup,
+        newGroup,
+        chain,
+        prevIds,
+        authIds,
+        roomStateGroup: nextHead.stateGroup,
+        extremities: nextHead.extremities.map((x) => x.eventId),
+        stateChange: null,
+        incoming: { rejectedReason, softFailed: softFailReason !== undefined, stateChanges, memberships, extraGroups },
+        resolve,
+        reject,
+      };
+      for (const g of extraGroups) this.stateGroups.remember(g, g.groupId.endsWith('/before') ? before : nextHead.state);
+      if (newGroup) this.stateGroups.remember(newGroup, after);
+      this.heads.set(roomId, nextHead);
+      let q = this.pending.get(roomId);
+      if (!q) this.pending.set(roomId, (q = []));
+      q.push(item);
+      this.setTail(roomId, persisted);
+      const outcome: IncomingOutcome = rejectedReason !== null ? 'rejected' : softFailReason !== undefined ? 'soft_failed' : 'accepted';
+      const reason = rejectedReason ?? softFailReason;
+      return { eventId: event.eventId, outcome, persisted, ...(reason !== undefined ? { reason } : {}) };
+    }
   }
 
   private async chainPosition(
@@ -562,13 +833,19 @@ export class RoomWriter {
         const position = positions[p++]!;
         all.push({ roomId, item: it, position });
         const pdu = it.event.pdu;
-        if (pdu.type === 'm.room.member' && typeof pdu.state_key === 'string') {
+        if (it.incoming) {
+          for (const m of it.incoming.memberships) {
+            membershipOf.set(m.eventId, m.membership);
+            memberships.push({ ...m, streamOrdering: position });
+          }
+        } else if (pdu.type === 'm.room.member' && typeof pdu.state_key === 'string') {
           const m = typeof pdu.content['membership'] === 'string' ? (pdu.content['membership'] as string) : 'leave';
           membershipOf.set(it.event.eventId, m);
           memberships.push({ userId: pdu.state_key, membership: m, eventId: it.event.eventId, sender: pdu.sender, streamOrdering: position });
         }
         const target = redactsOf(pdu);
-        if (target) redactions.push({ redactionId: it.event.eventId, targetId: target });
+        // Rejected and soft-failed redactions redact nothing.
+        if (target && isAccepted(it)) redactions.push({ redactionId: it.event.eventId, targetId: target });
         events.push({
           eventId: it.event.eventId,
           pdu,
@@ -579,6 +856,8 @@ export class RoomWriter {
           prevEventIds: it.prevIds,
           authEventIds: it.authIds,
           authChain: it.chain ? { chainId: it.chain.chainId, seq: it.chain.seq } : null,
+          rejectedReason: it.incoming?.rejectedReason ?? null,
+          softFailed: it.incoming?.softFailed ?? false,
         });
       }
       const newRoom = items.find((it) => it.newRoom)?.newRoom;
@@ -588,7 +867,7 @@ export class RoomWriter {
         events,
         stateGroup: last.roomStateGroup,
         extremities: last.extremities,
-        stateChanges: items.flatMap((it) => (it.stateChange ? [it.stateChange] : [])),
+        stateChanges: items.flatMap((it): Array<[StateKey, string | null]> => it.incoming?.stateChanges ?? (it.stateChange ? [it.stateChange] : [])),
         memberships,
         redactions,
         txnIds: items.flatMap((it) => (it.txn ? [it.txn] : [])),
@@ -597,7 +876,7 @@ export class RoomWriter {
     try {
       await this.hs.db.transaction().execute(async (tx) => {
         const items = groups.flatMap(([, its]) => its);
-        await this.stateGroups.insert(tx, items.flatMap((it) => (it.newGroup ? [it.newGroup] : [])));
+        await this.stateGroups.insert(tx, items.flatMap((it) => [...(it.incoming?.extraGroups ?? []), ...(it.newGroup ? [it.newGroup] : [])]));
         await this.authIndex.insert(tx, items.flatMap((it) => (it.chain ? [{ eventId: it.event.eventId, position: it.chain }] : [])));
         await writeBatches(tx, batches, (id) => membershipOf.get(id) ?? null);
         await this.stream.clearInFlight(tx, positions);
@@ -609,8 +888,11 @@ export class RoomWriter {
     await this.stream.finished(positions, true);
     for (const { item, position } of all) item.resolve(position);
     for (const [roomId] of groups) {
-      const persisted: PersistedEvent[] = all.filter((a) => a.roomId === roomId).map((a) => ({ roomId, eventId: a.item.event.eventId, event: a.item.event, streamOrdering: a.position }));
-      this.publish(roomId, persisted.at(-1)!.streamOrdering, persisted);
+      // Rejected and soft-failed events are never relayed to clients (server-server-api "Soft failure").
+      const persisted: PersistedEvent[] = all
+        .filter((a) => a.roomId === roomId && isAccepted(a.item))
+        .map((a) => ({ roomId, eventId: a.item.event.eventId, event: a.item.event, streamOrdering: a.position }));
+      if (persisted.length > 0) this.publish(roomId, persisted.at(-1)!.streamOrdering, persisted);
     }
   }
 

@@ -188,6 +188,9 @@ export interface PersistBatch {
     prevEventIds: string[];
     authEventIds: string[];
     authChain: { chainId: string; seq: number } | null;
+    /** Received events only: rejected (with the reason) or soft-failed. Local events are neither. */
+    rejectedReason?: string | null;
+    softFailed?: boolean;
   }>;
   /** The room's state group and forward extremities after the last event of the batch. */
   stateGroup: string;
@@ -244,8 +247,8 @@ export async function writeBatches(tx: Queryable, batches: PersistBatch[], membe
           json: e.json,
           redacts: redactsOf(e.pdu),
           redacted_by: null,
-          rejected_reason: null,
-          soft_failed: false,
+          rejected_reason: e.rejectedReason ?? null,
+          soft_failed: e.softFailed ?? false,
           outlier: false,
           state_group_before: e.stateGroupBefore,
           state_group: e.stateGroup,
