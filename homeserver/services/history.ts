@@ -123,7 +123,9 @@ export class HistoryService {
     let pos = from;
     let scanned = 0;
     let exhausted = false;
-    const batchSize = Math.min(Math.max(limit * 2, 50), 500);
+    // The first batch is the page and one more (which tells whether more follow); a reader who may see
+    // little of the room gets larger batches after it.
+    let batchSize = Math.min(limit + 1, 500);
     while (out.length < limit && scanned < SCAN_CAP) {
       const batch = await pageRoomEvents(this.hs.db, {
         roomId,
@@ -157,6 +159,7 @@ export class HistoryService {
         exhausted = true;
         break;
       }
+      batchSize = Math.min(Math.max(batchSize * 2, 50), 500);
     }
     return { events: out, next: pos, exhausted };
   }
