@@ -13,6 +13,8 @@ import type { Logger } from 'matrix-js-sdk/lib/logger.js';
 import { withHarness, type Harness } from './harness.ts';
 import { startTestServer } from '../homeserver/testing.ts';
 import { linkServers } from '../homeserver/testing-federation.ts';
+import { boundaryOf, parseMediaMultipart } from '../homeserver/services/media/multipart.ts';
+import { Readable } from 'node:stream';
 
 const PW = 'correct horse battery staple';
 
@@ -208,6 +210,14 @@ test('a remote user on a second server downloads and thumbnails the media over f
         assert.equal(anonB.status, 401);
         await anonB.arrayBuffer();
         const mediaId = up.content_uri.split('/').pop()!;
+        // Server B asks server A for a thumbnail directly over signed federation, as other servers may.
+        const { response: ft } = await h.server.hs.services.federation.client.request('a.test', `/_matrix/federation/v1/media/thumbnail/${mediaId}?width=32&height=32&method=crop`, { timeoutMs: 30_000 });
+        assert.equal(ft.status, 200);
+        const part = await parseMediaMultipart(Readable.fromWeb(ft.body as import('node:stream/web').ReadableStream<Uint8Array>), boundaryOf(ft.headers.get('content-type'))!);
+        const tchunks: Buffer[] = [];
+        for await (const c of part.body) tchunks.push(c as Buffer);
+        const fm = await sharp(Buffer.concat(tchunks)).metadata();
+        assert.deepEqual([part.headers['content-type'], fm.width, fm.height], ['image/png', 32, 32]);
         const unsigned = await fetch(`${serverA.baseUrl}/_matrix/federation/v1/media/download/${mediaId}`);
         assert.equal(unsigned.status, 401);
         assert.equal(((await unsigned.json()) as { errcode: string }).errcode, 'M_UNAUTHORIZED');
