@@ -79,3 +79,30 @@ test('ServerKeyRing caches, refetches for unknown keys at most once per interval
   assert.deepEqual(await Promise.all([failing.verifyKey('x.example', 'ed25519:a'), failing.verifyKey('x.example', 'ed25519:a')]), [null, null]);
   assert.equal(fetches, before + 1);
 });
+
+test('ServerKeyRing consults and fills its persistent store: stored keys are used without fetching', async () => {
+  const k = generateSigningKey('k1');
+  const saved: string[] = [];
+  const store = {
+    rows: new Map<string, { publicKey: Uint8Array; validUntilTs: number }>(),
+    async verifyKey(server: string, keyId: string, now: number) {
+      const r = this.rows.get(`${server} ${keyId}`);
+      return r && r.validUntilTs > now ? r : null;
+    },
+    async save(keys: import('./keys.ts').ServerKeys) {
+      saved.push(keys.serverName);
+      for (const [id, pub] of keys.verifyKeys) this.rows.set(`${keys.serverName} ${id}`, { publicKey: pub, validUntilTs: keys.validUntilTs });
+    },
+  };
+  let fetches = 0;
+  const source = { fetchServerKeys: async (name: string) => (fetches++, keysResponse(name, [k], NOW + 3600_000)) };
+  const first = new ServerKeyRing({ now: () => NOW, source, store });
+  assert.deepEqual(await first.verifyKey('r.example', 'ed25519:k1'), k.publicKey);
+  assert.deepEqual([fetches, saved], [1, ['r.example']]);
+  // A new process (a fresh ring) finds the key in the store, with the remote unreachable.
+  const second = new ServerKeyRing({ now: () => NOW + 1000, source: { fetchServerKeys: async () => { throw new Error('down'); } }, store });
+  assert.deepEqual(await second.verifyKey('r.example', 'ed25519:k1'), k.publicKey);
+  // Past the stored validity it is not used.
+  const late = new ServerKeyRing({ now: () => NOW + 3600_001, source: { fetchServerKeys: async () => { throw new Error('down'); } }, store });
+  assert.equal(await late.verifyKey('r.example', 'ed25519:k1'), null);
+});

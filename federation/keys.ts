@@ -2,8 +2,9 @@
 // GET /_matrix/key/v2/server on the server itself, checked (server_name, self-signature by the keys it
 // publishes, validity), and cached until the lesser of valid_until_ts and seven days from fetching.
 //
-// The cache is in memory and per process for now; a persistent (database) cache and notary queries
-// (/_matrix/key/v2/query) are the natural next steps and slot in behind ServerKeySource/ServerKeyCache.
+// Two levels of cache: in memory per process, and an optional persistent ServerKeyStore (the
+// homeserver keeps it in PostgreSQL) so keys survive restarts and are shared between processes.
+// Notary queries (/_matrix/key/v2/query) are a later addition behind ServerKeySource.
 import { decodeBase64 } from '../spec/base64.ts';
 import { verifyJsonSignature } from '../spec/signing.ts';
 
@@ -86,8 +87,17 @@ export interface ServerKeySource {
   fetchServerKeys(serverName: string): Promise<unknown>;
 }
 
+/** A persistent record of keys fetched earlier. */
+export interface ServerKeyStore {
+  /** A stored verify key of `serverName` valid at `now` (valid_until_ts later than now), or null. */
+  verifyKey(serverName: string, keyId: string, now: number): Promise<{ publicKey: Uint8Array; validUntilTs: number } | null>;
+  /** Records freshly fetched and checked keys (keys learned earlier are kept). */
+  save(keys: ServerKeys): Promise<void>;
+}
+
 export interface ServerKeyRingOptions {
   source: ServerKeySource;
+  store?: ServerKeyStore;
   now: () => number;
   /** The shortest time between two fetches for the same server (unknown key ids, failures). */
   minRefetchIntervalMs?: number;
@@ -98,8 +108,10 @@ export interface ServerKeyRingOptions {
 
 /** Looks up other servers' public keys, fetching and caching them as needed. */
 export class ServerKeyRing {
-  private readonly opts: Required<Omit<ServerKeyRingOptions, 'onFetchError'>> & Pick<ServerKeyRingOptions, 'onFetchError'>;
+  private readonly opts: Required<Omit<ServerKeyRingOptions, 'onFetchError' | 'store'>> & Pick<ServerKeyRingOptions, 'onFetchError' | 'store'>;
   private readonly cache = new Map<string, ServerKeys>();
+  /** Keys found in the store, by "server\nkeyId". */
+  private readonly stored = new Map<string, { publicKey: Uint8Array; validUntilTs: number }>();
   private readonly lastAttempt = new Map<string, number>();
   private readonly inFlight = new Map<string, Promise<ServerKeys | null>>();
 
@@ -115,6 +127,20 @@ export class ServerKeyRing {
     const now = this.opts.now();
     const cached = this.cache.get(serverName);
     if (cached && cached.validUntilTs > now && cached.verifyKeys.has(keyId)) return cached.verifyKeys.get(keyId)!;
+    const storeKey = `${serverName}\n${keyId}`;
+    const hit = this.stored.get(storeKey);
+    if (hit && hit.validUntilTs > now) return hit.publicKey;
+    if (this.opts.store) {
+      const found = await this.opts.store.verifyKey(serverName, keyId, now).catch((err) => {
+        this.opts.onFetchError?.(serverName, err);
+        return null;
+      });
+      if (found && found.validUntilTs > now) {
+        if (this.stored.size >= this.opts.maxServers) this.stored.delete(this.stored.keys().next().value!);
+        this.stored.set(storeKey, found);
+        return found.publicKey;
+      }
+    }
     // Unknown key id or expired keys: refetch, at most once per interval per server.
     const last = this.lastAttempt.get(serverName);
     if (last !== undefined && now - last < this.opts.minRefetchIntervalMs && !this.inFlight.has(serverName)) return null;
@@ -142,6 +168,7 @@ export class ServerKeyRing {
           const keys = parseServerKeys(json, serverName, this.opts.now());
           if (!this.cache.has(serverName) && this.cache.size >= this.opts.maxServers) this.cache.delete(this.cache.keys().next().value!);
           this.cache.set(serverName, keys);
+          await this.opts.store?.save(keys).catch((err) => this.opts.onFetchError?.(serverName, err));
           return keys;
         } catch (err) {
           this.opts.onFetchError?.(serverName, err);

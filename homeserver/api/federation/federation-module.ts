@@ -14,6 +14,7 @@ import type { ApiContext } from '../../http/api.ts';
 import { MatrixError } from '../../errors.ts';
 import { IpPolicy, resolveChecked } from '../../services/media/outbound.ts';
 import { HttpRemoteMediaFetcher } from '../../services/media/remote.ts';
+import { DbServerKeyStore } from '../../storage/server-keys.ts';
 
 export interface Federation {
   client: FederationClient;
@@ -71,6 +72,7 @@ export const federationModule: Module = {
     });
     const serverKeys = new ServerKeyRing({
       source: client,
+      store: new DbServerKeyStore(hs.db),
       now: () => hs.now(),
       onFetchError: (serverName, err) => hs.logger.info({ serverName, err: (err as Error).message }, 'federation: fetching server keys failed'),
     });
