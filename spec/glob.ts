@@ -55,10 +55,35 @@ export function isWordChar(codePoint: string | undefined): boolean {
   return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x5f;
 }
 
+const ASCII = /^[\x00-\x7f]*$/;
+const WILDCARD = /[*?]/;
+
+/**
+ * The common case, without the NFA: an ASCII pattern with no wildcards against an ASCII value, where
+ * case-insensitive equality is plain lower-casing (push rules run this for every member of a room on
+ * every event: display names and user names against message bodies).
+ */
+function literalAsciiMatches(pattern: string, value: string, wordBoundary: boolean): boolean {
+  const p = pattern.toLowerCase();
+  const v = value.toLowerCase();
+  if (!wordBoundary) return p === v;
+  // A match starts at the start of the value or after a non-word character, and ends at the end of
+  // the value or before a non-word character (as in the NFA below).
+  for (let i = v.indexOf(p); i !== -1; i = v.indexOf(p, i + 1)) {
+    const end = i + p.length;
+    if ((i === 0 || !isWordChar(v[i - 1])) && (end === v.length || !isWordChar(v[end]))) return true;
+    if (i >= v.length) break;
+  }
+  return false;
+}
+
 /** Whether `pattern` matches `value` (whole value, or a word-bounded substring), case-insensitively. */
 export function globMatches(pattern: string, value: string, options: GlobMatchOptions = {}): boolean {
-  const tokens = compile(pattern, options.literal === true);
   const wordBoundary = options.wordBoundary === true;
+  if ((options.literal === true || !WILDCARD.test(pattern)) && ASCII.test(pattern) && ASCII.test(value)) {
+    return literalAsciiMatches(pattern, value, wordBoundary);
+  }
+  const tokens = compile(pattern, options.literal === true);
   const chars = Array.from(value);
   const n = chars.length;
   const m = tokens.length;

@@ -234,6 +234,18 @@ export function mergeWithDefaults(userRules: UserRules, userId: string): Ruleset
  * dot and `\\` a literal backslash inside a name; any other backslash is itself (`\x` → `\x`).
  */
 export function parseDottedPath(key: string): string[] {
+  // Push rules use a handful of keys on every evaluation: parse each once (callers never mutate).
+  const hit = dottedPathCache.get(key);
+  if (hit) return hit;
+  const parts = parseDottedPathUncached(key);
+  if (dottedPathCache.size >= 1024) dottedPathCache.clear();
+  dottedPathCache.set(key, parts);
+  return parts;
+}
+
+const dottedPathCache = new Map<string, string[]>();
+
+function parseDottedPathUncached(key: string): string[] {
   const parts: string[] = [];
   let current = '';
   for (let i = 0; i < key.length; i++) {

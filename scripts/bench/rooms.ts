@@ -1,6 +1,8 @@
 // Rooms: (b) event persistence throughput into one busy room and across 1,000 rooms, and (c) the
-// latency of creating a room. Runs a real homeserver on PostgreSQL when AXON_BENCH_DATABASE_URL is
-// set (a fresh schema, dropped afterwards), else on in-memory PGlite.
+// latency of creating a room. Runs a real homeserver on PostgreSQL (AXON_BENCH_DATABASE_URL, else
+// postgres://postgres@127.0.0.1:5432/test when it answers; a fresh schema each run), else on in-memory
+// PGlite. The whole server runs: every event is also evaluated against the push rules of every local
+// member (50 in the busy room), as in production.
 //
 // (b) drives the rooms service directly (RoomService.sendMessage: build, sign, authorise, persist in
 //     one transaction per batch), with 50 concurrent senders, and also over HTTP (PUT /send) so the
@@ -26,15 +28,34 @@ async function pool<T>(items: T[], concurrency: number, fn: (t: T) => Promise<vo
   );
 }
 
+const DEFAULT_PG_URL = 'postgres://postgres@127.0.0.1:5432/test';
+
+/** AXON_BENCH_DATABASE_URL, else the local development PostgreSQL when it answers, else none (PGlite). */
+async function postgresUrl(): Promise<string | undefined> {
+  if (process.env.AXON_BENCH_DATABASE_URL) return process.env.AXON_BENCH_DATABASE_URL;
+  const { default: pg } = await import('pg');
+  const c = new pg.Client({ connectionString: DEFAULT_PG_URL, connectionTimeoutMillis: 2_000 });
+  try {
+    await c.connect();
+    await c.query('select 1');
+    return DEFAULT_PG_URL;
+  } catch {
+    return undefined;
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
 export default async function bench(): Promise<void> {
-  const pgUrl = process.env.AXON_BENCH_DATABASE_URL;
+  const pgUrl = await postgresUrl();
   if (pgUrl) process.env.AXON_TEST_DATABASE_URL = pgUrl;
   else delete process.env.AXON_TEST_DATABASE_URL;
   delete process.env.AXON_TEST_REDIS_URL;
   const { startTestServer } = await import('../../homeserver/testing.ts');
   const { registerUser } = await import('../../homeserver/testing-users.ts');
-  const db = pgUrl ? 'PostgreSQL' : 'PGlite (in memory)';
-  const s: TestServer = await startTestServer();
+  const db = pgUrl ? `PostgreSQL (${pgUrl.replace(/\/\/[^@/]*@/, '//…@')})` : 'PGlite (in memory; PostgreSQL not reachable)';
+  // The production default pool (config.sample.yaml database.pool_size: 10), not the tests' 5.
+  const s: TestServer = await startTestServer({ config: { database: { pool_size: 10 } } });
   try {
     const rooms = s.hs.services.rooms;
     const alice = await registerUser(s.baseUrl, 'alice');
