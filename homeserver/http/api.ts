@@ -15,6 +15,8 @@ export interface Requester {
 export interface RequestState {
   requestId: string;
   requester?: Requester;
+  /** Federation requests: the server name whose X-Matrix signature verified. */
+  origin?: string;
   maxJsonBodyBytes: number;
 }
 

@@ -10,7 +10,9 @@ import { FederationClient } from '../../../federation/client.ts';
 import { ServerKeyRing } from '../../../federation/keys.ts';
 import { ServerResolver } from '../../../federation/resolve.ts';
 import type { Homeserver, Module } from '../../homeserver.ts';
+import type { Next } from 'koa';
 import type { ApiContext } from '../../http/api.ts';
+import { readJsonObject } from '../../http/body.ts';
 import { MatrixError } from '../../errors.ts';
 import { IpPolicy, resolveChecked } from '../../services/media/outbound.ts';
 import { HttpRemoteMediaFetcher } from '../../services/media/remote.ts';
@@ -47,6 +49,20 @@ export async function authenticateFederationRequest(hs: Homeserver, ctx: ApiCont
     if (err instanceof FederationAuthError) throw new MatrixError(401, 'M_UNAUTHORIZED', err.message);
     throw err;
   }
+}
+
+/**
+ * Middleware for server-server routes: verifies the X-Matrix signature over the method, target and
+ * JSON body (read and cached for the handler) and puts the origin in ctx.state.origin.
+ */
+export function requireServerAuth(hs: Homeserver) {
+  return async (ctx: ApiContext, next: Next) => {
+    let content: unknown;
+    const hasBody = ctx.method !== 'GET' && ctx.method !== 'HEAD' && ctx.method !== 'DELETE' && ctx.get('content-length') !== '0' && (ctx.get('content-length') !== '' || ctx.get('transfer-encoding') !== '');
+    if (hasBody) content = await readJsonObject(ctx);
+    ctx.state.origin = await authenticateFederationRequest(hs, ctx, content);
+    await next();
+  };
 }
 
 export const federationModule: Module = {
