@@ -204,10 +204,11 @@ export class FederationClient implements ServerKeySource {
         },
         (res) => {
           clearTimeout(timer);
-          res.setTimeout(idleMs, () => res.destroy(new Error('response stalled')));
           resolve(res);
         },
       );
+      // Inactivity at any point (connecting, waiting, mid-body) ends the exchange.
+      req.setTimeout(idleMs, () => req.destroy(new Error('stalled')));
       req.on('error', (err) => {
         clearTimeout(timer);
         reject(new FederationUnreachable(`request to ${destination} failed: ${ctrl.signal.aborted ? 'timed out' : err.message}`));
@@ -262,7 +263,11 @@ export class FederationClient implements ServerKeySource {
       const status = res.statusCode ?? 0;
       if ([301, 302, 303, 307, 308].includes(status) && res.headers.location) {
         res.resume();
-        url = new URL(res.headers.location, url);
+        try {
+          url = new URL(res.headers.location, url);
+        } catch {
+          return error;
+        }
         continue;
       }
       const response = toResponse(res, 'GET');
