@@ -65,18 +65,20 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   const redisUrl = process.env.AXON_TEST_REDIS_URL || null;
   const id = randomBytes(5).toString('hex');
   const schema = pgUrl ? `t_${id}` : null;
+  // `config.database` is merged into the test database settings (e.g. a bench's pool_size), never replacing the fresh schema.
+  const { database: databaseOverride, ...configOverrides } = opts.config ?? {};
   const config = loadConfig({
     overrides: {
       server_name: opts.serverName ?? 'localhost',
       data_dir: dataDir,
       listeners: [{ bind_address: '127.0.0.1', port: 0 }],
       metrics: { enabled: false, bind_address: '127.0.0.1', port: 0 },
-      database: { url: pgUrl, pool_size: 5, schema },
+      database: { pool_size: 5, ...((databaseOverride as Record<string, unknown> | undefined) ?? {}), url: pgUrl, schema },
       redis: { url: redisUrl, prefix: `axontest:${id}:` },
       log: { level: process.env.AXON_TEST_LOG_LEVEL ?? 'silent' },
       http: { max_json_body_bytes: 1024 * 1024, shutdown_grace_ms: 2000 },
       rate_limits: { enabled: false },
-      ...(opts.config ?? {}),
+      ...configOverrides,
     },
   });
   const server = await startHomeserver(config, {

@@ -268,6 +268,8 @@ export class PresenceService {
     return {
       name: 'presence',
       currentPosition: () => this.currentPosition(),
+      positionOf: { table: PRESENCE_STREAM.table, column: PRESENCE_STREAM.column },
+      quietWhenUnchanged: true,
       collect: async (info: SyncRequestInfo): Promise<SyncContribution> => {
         const events = await this.visiblePresence(info.requester.userId, info.since, info.upTo);
         return events.length > 0 ? { top: { presence: { events } } } : {};

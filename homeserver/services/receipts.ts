@@ -161,6 +161,8 @@ export class ReceiptService {
     return {
       name: 'receipts',
       currentPosition: () => this.currentPosition(),
+      positionOf: { table: RECEIPTS_STREAM.table, column: RECEIPTS_STREAM.column },
+      quietWhenUnchanged: true,
       collect: async (info: SyncRequestInfo): Promise<SyncContribution> => {
         const byRoom = await this.visibleReceipts(info.requester.userId, info.joinedRoomIds, info.since, info.upTo);
         if (byRoom.size === 0) return {};

@@ -174,6 +174,7 @@ export class TypingService {
     return {
       name: 'typing',
       currentPosition: () => this.currentPosition(),
+      quietWhenUnchanged: true,
       collect: async (info: SyncRequestInfo): Promise<SyncContribution> => {
         const changed = await this.changedRooms(info.joinedRoomIds, info.since);
         if (changed.size === 0) return {};

@@ -40,6 +40,16 @@ export interface SyncStream {
   readonly name: string;
   /** The highest position at which every write of this stream has committed. */
   currentPosition(requester: Requester): Promise<number>;
+  /**
+   * Set when the position is max(column) of a table, whoever asks (the ordered streams): the engine
+   * then reads all such positions in one query instead of calling currentPosition for each.
+   */
+  readonly positionOf?: { table: string; column: string };
+  /**
+   * Set when collect reports only changes in (since, upTo], so it has nothing to say when since ===
+   * upTo: the engine then skips the call (an idle long-poll woken by another stream costs less).
+   */
+  readonly quietWhenUnchanged?: boolean;
   /** What changed in (since, upTo] for this requester (everything relevant when since is null). */
   collect(info: SyncRequestInfo): Promise<SyncContribution>;
   /** Called when a sync response with this stream's position was requested again with a newer token: acknowledgement (to-device deletes delivered messages). */

@@ -76,3 +76,11 @@ export async function orderedPosition(db: Db, s: OrderedStream): Promise<number>
   const { rows } = await sql<{ p: string | number | null }>`select max(${sql.ref(s.column)}) as p from ${sql.table(s.table)}`.execute(db);
   return Number(rows[0]?.p ?? 0);
 }
+
+/** Several table-backed positions (max of a column each, 0 when empty) in one round trip, by name. */
+export async function maxPositions(db: Db, of: ReadonlyArray<{ name: string; table: string; column: string }>): Promise<Array<[string, number]>> {
+  if (of.length === 0) return [];
+  const cols = of.map((o, i) => sql`(select max(${sql.ref(o.column)}) from ${sql.table(o.table)}) as ${sql.ref(`p${i}`)}`);
+  const { rows } = await sql<Record<string, string | number | null>>`select ${sql.join(cols)}`.execute(db);
+  return of.map((o, i) => [o.name, Number(rows[0]?.[`p${i}`] ?? 0)]);
+}

@@ -35,6 +35,7 @@ import { getEventsByIds, type StoredEvent } from '../storage/rooms-store.ts';
 import type { SyncContribution, SyncRequestInfo, SyncStream } from './extensions.ts';
 import { containsUrlAllowed, eventAllowed, filterEvents, projectFields, roomAllowed, timelineLimit, type EventFilter, type SyncFilter } from './filter.ts';
 import { SyncNotifier } from './notifier.ts';
+import { maxPositions, PUSH_ACTIONS_STREAM } from './ordered-stream.ts';
 import { membershipsAt, membershipsAtPosition, roomVersions, stateGroupsAt, summaries, timelines, transactionIds, type MembershipAt, type TimelineRange } from './store.ts';
 import { encodeToken, eventsToken, requireToken, type StreamPositions } from './token.ts';
 
@@ -144,16 +145,18 @@ export class SyncService {
 
     // 1. Positions, all read before any data.
     const streams = this.streams;
-    const [eventsPos, ...streamPos] = await Promise.all([rooms.currentStreamPosition(), ...streams.map((s) => s.currentPosition(requester))]);
+    const eventsPos = await rooms.currentStreamPosition();
     // Push actions of the events up to eventsPos are computed after their commit: let the ones in
     // progress here finish so the counts match the timeline (other processes catch up via `unread`).
     await notifications.settled();
-    const unreadPos = await notifications.currentPosition();
-    const next: StreamPositions = new Map([
-      ['events', eventsPos],
-      ['unread', unreadPos],
-    ]);
-    streams.forEach((s, i) => next.set(s.name, streamPos[i]!));
+    // The table-backed positions (push actions and the streams that declare positionOf) in one query.
+    const tablePositions = [{ name: 'unread', table: PUSH_ACTIONS_STREAM.table, column: PUSH_ACTIONS_STREAM.column }];
+    for (const s of streams) if (s.positionOf) tablePositions.push({ name: s.name, ...s.positionOf });
+    const others = streams.filter((s) => !s.positionOf);
+    const [maxima, ...otherPos] = await Promise.all([maxPositions(hs.db, tablePositions), ...others.map((s) => s.currentPosition(requester))]);
+    const next: StreamPositions = new Map([['events', eventsPos], ...maxima]);
+    others.forEach((s, i) => next.set(s.name, otherPos[i]!));
+    const unreadPos = next.get('unread')!;
 
     const sinceE = since?.get('events') ?? null;
     const initial = sinceE === null;
@@ -196,19 +199,20 @@ export class SyncService {
       }
     }
 
-    // Ignored users (modules/ignore_users.md): their non-state events leave the timelines below, and
-    // "servers must not send room invites from ignored users to clients".
-    const ignored = await hs.services.accounts.accountData.ignoredUsers(userId);
-    if (invites.length > 0 && ignored.size > 0) {
-      const inviters = new Map((await rooms.getEvents(invites.map((i) => i.eventId))).map((e) => [e.eventId, e.pdu.sender]));
-      for (let i = invites.length - 1; i >= 0; i--) if (ignored.has(inviters.get(invites[i]!.eventId) ?? '')) invites.splice(i, 1);
-    }
-
     // 3. Timelines, batched over all rooms.
     const limit = timelineLimit(rf);
     const tf = rf?.timeline;
     const ranges = [...joinPlans.map((j) => j.range), ...leavePlans.map((l) => l.range)].filter((r) => roomAllowed(tf, r.roomId));
     const tl = await timelines(hs.db, ranges, limit, tf);
+
+    // Ignored users (modules/ignore_users.md): their non-state events leave the timelines below, and
+    // "servers must not send room invites from ignored users to clients". Read only when it matters.
+    const mayHide = invites.length > 0 || [...tl.values()].some((t) => t.events.some((e) => typeof e.pdu.state_key !== 'string' && e.pdu.sender !== userId));
+    const ignored = mayHide ? await hs.services.accounts.accountData.ignoredUsers(userId) : new Set<string>();
+    if (invites.length > 0 && ignored.size > 0) {
+      const inviters = new Map((await rooms.getEvents(invites.map((i) => i.eventId))).map((e) => [e.eventId, e.pdu.sender]));
+      for (let i = invites.length - 1; i >= 0; i--) if (ignored.has(inviters.get(invites[i]!.eventId) ?? '')) invites.splice(i, 1);
+    }
     // History visibility (modules/history_visibility.md): what a joined user's timeline holds from after
     // their join is theirs to see; anything older (a room new to them, a left room) passes the rules.
     const joinedFrom = new Map(memberships.filter((m) => m.membership === 'join').map((m) => [m.roomId, m.streamOrdering]));
@@ -233,7 +237,7 @@ export class SyncService {
 
     // 4. Stream contributions (ephemeral, account data, presence, to-device, device lists …).
     const contributions = await Promise.all(
-      streams.map((s) => {
+      streams.map(async (s): Promise<SyncContribution> => {
         const info: SyncRequestInfo = {
           requester,
           since: since?.get(s.name) ?? null,
@@ -242,6 +246,7 @@ export class SyncService {
           fullState: p.fullState,
           filter,
         };
+        if (s.quietWhenUnchanged && info.since !== null && info.since === info.upTo) return {};
         return s.collect(info);
       }),
     );
@@ -564,6 +569,9 @@ export function accountDataStream(hs: Homeserver): SyncStream {
   return {
     name: 'account_data',
     currentPosition: () => hs.services.accounts.accountDataPosition(),
+    positionOf: { table: 'account_data', column: 'stream_id' },
+    // Initial syncs (since null) always run collect, which adds the predefined push rules.
+    quietWhenUnchanged: true,
     collect: async (info: SyncRequestInfo): Promise<SyncContribution> => {
       const userId = info.requester.userId;
       const changes = (await hs.services.accounts.getAccountDataSince(userId, info.since ?? 0)).filter((c) => c.streamPosition <= info.upTo);
