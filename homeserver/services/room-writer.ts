@@ -25,6 +25,7 @@ import {
   getEventsByIds,
   getForwardExtremities,
   getRoom,
+  isSingleStatementBatch,
   redactsOf,
   writeBatches,
   type EventTxnIdsTable,
@@ -874,13 +875,20 @@ export class RoomWriter {
       });
     }
     try {
-      await this.hs.db.transaction().execute(async (tx) => {
-        const items = groups.flatMap(([, its]) => its);
-        await this.stateGroups.insert(tx, items.flatMap((it) => [...(it.incoming?.extraGroups ?? []), ...(it.newGroup ? [it.newGroup] : [])]));
-        await this.authIndex.insert(tx, items.flatMap((it) => (it.chain ? [{ eventId: it.event.eventId, position: it.chain }] : [])));
-        await writeBatches(tx, batches, (id) => membershipOf.get(id) ?? null);
-        await this.stream.clearInFlight(tx, positions);
-      });
+      const items = groups.flatMap(([, its]) => its);
+      const newGroups = items.flatMap((it) => [...(it.incoming?.extraGroups ?? []), ...(it.newGroup ? [it.newGroup] : [])]);
+      const chains = items.flatMap((it) => (it.chain ? [{ eventId: it.event.eventId, position: it.chain }] : []));
+      if (newGroups.length === 0 && chains.length === 0 && !this.stream.multiWriter && isSingleStatementBatch(batches)) {
+        // Messages only: one statement, atomic without BEGIN/COMMIT round trips.
+        await writeBatches(this.hs.db, batches, (id) => membershipOf.get(id) ?? null);
+      } else {
+        await this.hs.db.transaction().execute(async (tx) => {
+          await this.stateGroups.insert(tx, newGroups);
+          await this.authIndex.insert(tx, chains);
+          await writeBatches(tx, batches, (id) => membershipOf.get(id) ?? null);
+          await this.stream.clearInFlight(tx, positions);
+        });
+      }
     } catch (err) {
       await this.stream.finished(positions, false);
       throw err;

@@ -212,6 +212,11 @@ function lastByKey<T>(items: T[], key: (t: T) => string): T[] {
   return [...m.values()];
 }
 
+/** Whether writeBatches writes these batches with its one main statement only (atomic by itself). */
+export function isSingleStatementBatch(batches: PersistBatch[]): boolean {
+  return batches.every((b) => !b.newRoom && b.stateChanges.length === 0 && b.memberships.length === 0 && b.redactions.length === 0);
+}
+
 /**
  * Writes the rows of several rooms' batches (inside the caller's transaction; state groups and the auth
  * chain index are written by their stores). One multi-row statement per table whatever the number of
@@ -230,38 +235,56 @@ export async function writeBatches(tx: Queryable, batches: PersistBatch[], membe
     await sql`update rooms set state_group = v.g from unnest(${moved.map((b) => b.roomId)}::text[], ${moved.map((b) => b.stateGroup)}::text[]) as v(r, g)
       where rooms.room_id = v.r`.execute(tx);
   }
+  // Events, edges, auth edges, transaction ids and forward extremities in one statement (data-modifying
+  // CTEs over unnest): one round trip per flush instead of five, which is what bounds a busy room's
+  // throughput. A batch of messages (no state, membership or redaction changes) needs nothing else, so
+  // the caller may run it outside a transaction (see `isSingleStatementBatch`).
   const events = batches.flatMap((b) => b.events.map((e) => ({ b, e })));
-  for (let i = 0; i < events.length; i += 2000) {
-    await tx
-      .insertInto('events')
-      .values(
-        events.slice(i, i + 2000).map(({ b, e }) => ({
-          event_id: e.eventId,
-          room_id: b.roomId,
-          type: e.pdu.type,
-          state_key: typeof e.pdu.state_key === 'string' ? e.pdu.state_key : null,
-          sender: e.pdu.sender,
-          depth: e.pdu.depth,
-          origin_server_ts: e.pdu.origin_server_ts,
-          stream_ordering: e.streamOrdering,
-          json: e.json,
-          redacts: redactsOf(e.pdu),
-          redacted_by: null,
-          rejected_reason: e.rejectedReason ?? null,
-          soft_failed: e.softFailed ?? false,
-          outlier: false,
-          state_group_before: e.stateGroupBefore,
-          state_group: e.stateGroup,
-          auth_chain_id: e.authChain?.chainId ?? null,
-          auth_chain_seq: e.authChain?.seq ?? null,
-        })),
-      )
-      .execute();
-  }
-  const edges = events.flatMap(({ b, e }) => e.prevEventIds.map((p) => ({ event_id: e.eventId, prev_event_id: p, room_id: b.roomId })));
-  for (let i = 0; i < edges.length; i += 10_000) await tx.insertInto('event_edges').values(edges.slice(i, i + 10_000)).execute();
-  const auth = events.flatMap(({ b, e }) => e.authEventIds.map((a) => ({ event_id: e.eventId, auth_id: a, room_id: b.roomId })));
-  for (let i = 0; i < auth.length; i += 10_000) await tx.insertInto('event_auth').values(auth.slice(i, i + 10_000)).execute();
+  const edges = events.flatMap(({ b, e }) => e.prevEventIds.map((p) => [e.eventId, p, b.roomId] as const));
+  const auth = events.flatMap(({ b, e }) => e.authEventIds.map((a) => [e.eventId, a, b.roomId] as const));
+  const txnIds = batches.flatMap((b) => b.txnIds);
+  const col = <T>(f: (x: { b: PersistBatch; e: PersistBatch['events'][number] }) => T): T[] => events.map(f);
+  // Forward extremities: each room's set replaced (the rows to keep are not deleted, new ones inserted).
+  const exRooms = batches.flatMap((b) => b.extremities.map(() => b.roomId));
+  const exIds = batches.flatMap((b) => b.extremities);
+  await sql`with
+    fx as (select r, e from unnest(${exRooms}::text[], ${exIds}::text[]) as v(r, e)),
+    fxd as (delete from forward_extremities f where f.room_id = any(${batches.map((b) => b.roomId)}::text[])
+      and not exists (select 1 from fx where fx.r = f.room_id and fx.e = f.event_id)
+      returning 1),
+    fxi as (insert into forward_extremities (room_id, event_id) select r, e from fx on conflict do nothing returning 1),
+    ev as (
+      insert into events (event_id, room_id, type, state_key, sender, depth, origin_server_ts, stream_ordering, json, redacts,
+        redacted_by, rejected_reason, soft_failed, outlier, state_group_before, state_group, auth_chain_id, auth_chain_seq)
+      select v.event_id, v.room_id, v.type, v.state_key, v.sender, v.depth, v.ts, v.stream_ordering, v.json, v.redacts,
+        null, v.rejected_reason, v.soft_failed, false, v.sg_before, v.sg, v.chain_id, v.chain_seq
+      from unnest(
+        ${col(({ e }) => e.eventId)}::text[], ${col(({ b }) => b.roomId)}::text[], ${col(({ e }) => e.pdu.type)}::text[],
+        ${col(({ e }) => (typeof e.pdu.state_key === 'string' ? e.pdu.state_key : null))}::text[], ${col(({ e }) => e.pdu.sender)}::text[],
+        ${col(({ e }) => e.pdu.depth)}::bigint[], ${col(({ e }) => e.pdu.origin_server_ts)}::bigint[], ${col(({ e }) => e.streamOrdering)}::bigint[],
+        ${col(({ e }) => e.json)}::text[], ${col(({ e }) => redactsOf(e.pdu))}::text[], ${col(({ e }) => e.rejectedReason ?? null)}::text[],
+        ${col(({ e }) => e.softFailed ?? false)}::boolean[], ${col(({ e }) => e.stateGroupBefore)}::text[], ${col(({ e }) => e.stateGroup)}::text[],
+        ${col(({ e }) => e.authChain?.chainId ?? null)}::text[], ${col(({ e }) => e.authChain?.seq ?? null)}::bigint[]
+      ) as v(event_id, room_id, type, state_key, sender, depth, ts, stream_ordering, json, redacts, rejected_reason, soft_failed,
+        sg_before, sg, chain_id, chain_seq)
+      returning 1),
+    ed as (
+      insert into event_edges (event_id, prev_event_id, room_id)
+      select * from unnest(${edges.map((x) => x[0])}::text[], ${edges.map((x) => x[1])}::text[], ${edges.map((x) => x[2])}::text[])
+      returning 1),
+    au as (
+      insert into event_auth (event_id, auth_id, room_id)
+      select * from unnest(${auth.map((x) => x[0])}::text[], ${auth.map((x) => x[1])}::text[], ${auth.map((x) => x[2])}::text[])
+      returning 1),
+    tn as (
+      insert into event_txn_ids (user_id, device_id, endpoint, room_id, txn_id, event_id, created_ts)
+      select * from unnest(${txnIds.map((t) => t.user_id)}::text[], ${txnIds.map((t) => t.device_id)}::text[], ${txnIds.map((t) => t.endpoint)}::text[],
+        ${txnIds.map((t) => t.room_id)}::text[], ${txnIds.map((t) => t.txn_id)}::text[], ${txnIds.map((t) => t.event_id)}::text[],
+        ${txnIds.map((t) => t.created_ts)}::bigint[])
+      on conflict do nothing
+      returning 1)
+    select (select count(*) from ev) as events, (select count(*) from ed) as edges, (select count(*) from au) as auth, (select count(*) from tn) as txns,
+      (select count(*) from fxd) as fx_deleted, (select count(*) from fxi) as fx_inserted`.execute(tx);
 
   const changes = batches.flatMap((b) => lastByKey(b.stateChanges, ([k]) => k).map(([k, v]) => ({ roomId: b.roomId, k, v })));
   for (const { roomId, k } of changes.filter((c) => c.v === null)) {
@@ -299,20 +322,11 @@ export async function writeBatches(tx: Queryable, batches: PersistBatch[], membe
       )
       .execute();
   }
-  // Forward extremities: each room's set replaced in one statement.
-  const exRooms = batches.flatMap((b) => b.extremities.map(() => b.roomId));
-  const exIds = batches.flatMap((b) => b.extremities);
-  await sql`with v as (select r, e from unnest(${exRooms}::text[], ${exIds}::text[]) as v(r, e)),
-    d as (delete from forward_extremities f where f.room_id = any(${batches.map((b) => b.roomId)}::text[])
-      and not exists (select 1 from v where v.r = f.room_id and v.e = f.event_id))
-    insert into forward_extremities (room_id, event_id) select r, e from v on conflict do nothing`.execute(tx);
   const redactions = batches.flatMap((b) => b.redactions.map((r) => ({ roomId: b.roomId, ...r })));
   if (redactions.length > 0) {
     await sql`update events set redacted_by = v.redaction from unnest(${redactions.map((r) => r.targetId)}::text[], ${redactions.map((r) => r.redactionId)}::text[], ${redactions.map((r) => r.roomId)}::text[]) as v(target, redaction, room)
       where events.event_id = v.target and events.room_id = v.room and events.redacted_by is null`.execute(tx);
   }
-  const txnIds = batches.flatMap((b) => b.txnIds);
-  if (txnIds.length > 0) await tx.insertInto('event_txn_ids').values(txnIds).onConflict((oc) => oc.doNothing()).execute();
 }
 
 /** The id an m.room.redaction event redacts (top level before v11, in content from v11; either is read). */
