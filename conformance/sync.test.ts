@@ -190,3 +190,21 @@ test('an invite shows with stripped state; kick, ban and leave show in the other
     assert.equal(bobsView?.getSender(), alice.getUserId());
   });
 });
+
+test('m.ignored_user_list: an ignored user\u2019s messages and invites never reach the ignorer', async () => {
+  await withHarness(async (h) => {
+    const alice = await startUser(h, 'alice');
+    const bob = await startUser(h, 'bob');
+    const carol = await startUser(h, 'carol');
+    const roomId = await joinedTogether(carol, [alice, bob]);
+    await alice.setIgnoredUsers([bob.getUserId()!]);
+    await waitUntil('alice\u2019s client knows', () => alice.isUserIgnored(bob.getUserId()!));
+    await bob.sendTextMessage(roomId, 'you will not see this');
+    const { room_id: bobsRoom } = await bob.createRoom({ invite: [alice.getUserId()!] });
+    await carol.sendTextMessage(roomId, 'marker');
+    await waitUntil('alice has the marker', () => bodies(alice.getRoom(roomId)).includes('marker'));
+    await waitUntil('carol has both', () => bodies(carol.getRoom(roomId)).includes('you will not see this'));
+    assert.ok(!bodies(alice.getRoom(roomId)).includes('you will not see this'));
+    assert.equal(alice.getRoom(bobsRoom), null, 'invite from an ignored user');
+  });
+});
