@@ -928,6 +928,7 @@ export class RoomWriter {
       roomVersion: rv,
       stateSets,
       fetchEvent: (id) => this.getPdu(id),
+      fetchEvents: (ids) => this.getPdus(ids),
       authChainDifference: async (sets) => (await this.authIndex.authChainDifference(sets)) ?? this.walkAuthChainDifference(sets),
     });
   }
