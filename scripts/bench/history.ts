@@ -112,11 +112,14 @@ export default async function bench(): Promise<void> {
     const alice = await registerUser(s.baseUrl, 'alice');
     const req: Requester = { userId: alice.userId, deviceId: alice.deviceId, isGuest: false, sessionId: 'bench' };
     const http = async (method: string, path: string, body?: unknown): Promise<any> => {
-      const r = await fetch(`${s.baseUrl}/_matrix/client/v3${path}`, {
-        method,
-        headers: { authorization: `Bearer ${alice.accessToken}`, 'content-type': 'application/json' },
-        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      }).catch((err: Error) => {
+      const call = () =>
+        fetch(`${s.baseUrl}/_matrix/client/v3${path}`, {
+          method,
+          headers: { authorization: `Bearer ${alice.accessToken}`, 'content-type': 'application/json' },
+          ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        });
+      // A kept-alive connection idle through the long seeding may be reset by the server as it is reused.
+      const r = await call().catch(call).catch((err: Error) => {
         throw new Error(`${method} ${path}: ${err.message} (${String((err as { cause?: unknown }).cause)})`);
       });
       if (r.status !== 200) throw new Error(`${method} ${path}: ${r.status} ${await r.text()}`);
