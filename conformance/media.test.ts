@@ -191,15 +191,16 @@ test('a remote user on a second server downloads and thumbnails the media over f
         assert.match(up.content_uri, /^mxc:\/\/a\.test\//);
         // Bob, on server B, fetches it through B's authenticated media endpoints.
         const bob = await startUser(h, 'bob');
+        // The thumbnail first: server B asks server A for it (signed); then the whole file.
+        const t = await download(h, bob, up.content_uri, { width: 32, height: 32, method: 'crop' });
+        assert.equal(t.status, 200);
+        const meta = await sharp(Buffer.from(await t.arrayBuffer())).metadata();
+        assert.deepEqual([meta.width, meta.height, meta.format], [32, 32, 'png']);
         const r = await download(h, bob, up.content_uri);
         assert.equal(r.status, 200);
         assert.deepEqual(Buffer.from(await r.arrayBuffer()), png);
         assert.equal(r.headers.get('content-type'), 'image/png');
         assert.equal(r.headers.get('content-disposition'), 'inline; filename="remote.png"');
-        const t = await download(h, bob, up.content_uri, { width: 32, height: 32, method: 'crop' });
-        assert.equal(t.status, 200);
-        const meta = await sharp(Buffer.from(await t.arrayBuffer())).metadata();
-        assert.deepEqual([meta.width, meta.height, meta.format], [32, 32, 'png']);
         const scaled = await download(h, bob, up.content_uri, { width: 16, height: 16, method: 'scale' });
         assert.equal(scaled.status, 200);
         const sm = await sharp(Buffer.from(await scaled.arrayBuffer())).metadata();

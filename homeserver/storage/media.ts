@@ -180,6 +180,23 @@ export async function countRemoteCachedBefore(db: Queryable, beforeTs: number): 
   return Number(r.n);
 }
 
+/**
+ * Completes the row of remote media known so far only through cached thumbnails (storage_key null)
+ * once its bytes are cached. Returns false when another fetch completed it first.
+ */
+export async function fillRemoteMedia(db: Queryable, row: MediaRow): Promise<boolean> {
+  const { server_name, media_id, ...fields } = row;
+  const r = await db
+    .updateTable('media')
+    .set({ ...fields, quarantined_ts: undefined, quarantined_by: undefined, created_ts: undefined })
+    .where('server_name', '=', server_name)
+    .where('media_id', '=', media_id)
+    .where('is_remote', '=', true)
+    .where('storage_key', 'is', null)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) > 0;
+}
+
 export async function touchMedia(db: Queryable, serverName: string, mediaId: string, now: number): Promise<void> {
   await db.updateTable('media').set({ last_access_ts: now }).where('server_name', '=', serverName).where('media_id', '=', mediaId).execute();
 }

@@ -6,7 +6,7 @@ import { rateLimit } from '../../homeserver.ts';
 import { requireAuth } from '../../auth/access-tokens.ts';
 import type { Api, ApiContext } from '../../http/api.ts';
 import { MatrixError, missingParam, notFound } from '../../errors.ts';
-import type { MediaRow } from '../../storage/media.ts';
+import type { MediaRow, ThumbnailRow } from '../../storage/media.ts';
 import type { ThumbnailRequest } from '../../services/media/thumbnails.ts';
 import { cleanFilename, contentDisposition } from '../../services/media/sniff.ts';
 import type { ByteRange } from '../../services/media/store.ts';
@@ -120,7 +120,20 @@ export async function thumbnailBody(hs: Homeserver, row: MediaRow, req: Thumbnai
 
 async function sendThumbnail(ctx: ApiContext, hs: Homeserver, row: MediaRow, cacheControl: string): Promise<void> {
   const { req, animated } = thumbnailParams(ctx);
-  const t = await thumbnailBody(hs, row, req, animated);
+  await sendThumbnailBody(ctx, await thumbnailBody(hs, row, req, animated), cacheControl);
+}
+
+/** A thumbnail of remote media made by its origin and cached as such (no original here). */
+async function sendRemoteThumbnail(ctx: ApiContext, hs: Homeserver, t: ThumbnailRow, cacheControl: string): Promise<void> {
+  const etag = `"${t.server_name}/${t.media_id}-${t.width}x${t.height}-${t.method}${t.animated ? '-a' : ''}"`;
+  await sendThumbnailBody(ctx, { contentType: t.content_type, body: await hs.services.media.readThumbnail(t), length: t.size, etag }, cacheControl);
+}
+
+async function sendThumbnailBody(
+  ctx: ApiContext,
+  t: { contentType: string; body: Buffer | import('node:stream').Readable; length: number; etag: string | null },
+  cacheControl: string,
+): Promise<void> {
   setMediaSecurityHeaders(ctx);
   ctx.set('Cache-Control', cacheControl);
   ctx.set('Content-Disposition', contentDisposition(t.contentType, null));
@@ -213,8 +226,14 @@ export function mediaClientRoutes(api: Api, hs: Homeserver): void {
 
   api.get('media', '/_matrix/client/v1/media/thumbnail/:serverName/:mediaId', auth, async (ctx: ApiContext) => {
     const { serverName, mediaId } = ctx.params as { serverName: string; mediaId: string };
-    thumbnailParams(ctx); // bad parameters fail before any fetching
-    const row = await media().getForDownload(serverName, mediaId, { allowRemote: true, timeoutMs: timeoutParam(ctx) });
+    const { req, animated } = thumbnailParams(ctx); // bad parameters fail before any fetching
+    const timeoutMs = timeoutParam(ctx);
+    if (!media().isLocal(serverName)) {
+      // Remote media not cached here: ask its origin for the thumbnail rather than the whole file.
+      const remote = await media().remoteThumbnail(serverName, mediaId, req, animated);
+      if (remote) return sendRemoteThumbnail(ctx, hs, remote, IMMUTABLE_PRIVATE);
+    }
+    const row = await media().getForDownload(serverName, mediaId, { allowRemote: true, timeoutMs });
     await sendThumbnail(ctx, hs, row, IMMUTABLE_PRIVATE);
   });
 

@@ -10,6 +10,7 @@ import { boundaryOf, parseMediaMultipart } from '../../services/media/multipart.
 import { HttpRemoteMediaFetcher } from '../../services/media/remote.ts';
 import { IpPolicy } from '../../services/media/outbound.ts';
 import { linkServers } from '../../testing-federation.ts';
+import { getMedia, getThumbnails } from '../../storage/media.ts';
 import { authorizationHeader } from '../../../federation/x-matrix.ts';
 import { encodeBase64 } from '../../../spec/base64.ts';
 import { generateSigningKey, signJson, type SigningKey } from '../../../spec/signing.ts';
@@ -146,8 +147,24 @@ test('a user on a second server downloads and thumbnails remote media over signe
     const bob = await registerUser(origin.baseUrl, 'bob');
     const image = await sharp({ create: { width: 64, height: 48, channels: 3, background: 'green' } }).png().toBuffer();
     const id = await upload(origin, bob.accessToken, image, 'image/png', 'green.png');
+    const big = await sharp({ create: { width: 1200, height: 900, channels: 3, background: 'red' } }).jpeg().toBuffer();
+    const bigId = await upload(origin, bob.accessToken, big, 'image/jpeg', 'red.jpg');
     const alice = await registerUser(local.baseUrl, 'alice');
     const h = { authorization: `Bearer ${alice.accessToken}` };
+    // A thumbnail of remote media not cached here comes from the origin's federation thumbnail
+    // endpoint; only the thumbnail is cached (the row has no bytes of its own yet).
+    const bt = await fetch(`${local.baseUrl}/_matrix/client/v1/media/thumbnail/origin.test/${bigId}?width=32&height=32&method=crop`, { headers: h });
+    assert.equal(bt.status, 200);
+    assert.equal(bt.headers.get('content-security-policy')?.startsWith('sandbox'), true);
+    const btm = await sharp(Buffer.from(await bt.arrayBuffer())).metadata();
+    assert.deepEqual([btm.width, btm.height], [32, 32]);
+    const bigRow = await getMedia(local.hs.db, 'origin.test', bigId);
+    assert.equal(bigRow?.storage_key, null);
+    assert.equal((await getThumbnails(local.hs.db, 'origin.test', bigId)).length, 1);
+    // Downloading it later caches the original in the same row.
+    const bd = await fetch(`${local.baseUrl}/_matrix/client/v1/media/download/origin.test/${bigId}`, { headers: h });
+    assert.ok(Buffer.from(await bd.arrayBuffer()).equals(big));
+    assert.ok((await getMedia(local.hs.db, 'origin.test', bigId))?.storage_key);
     const r = await fetch(`${local.baseUrl}/_matrix/client/v1/media/download/origin.test/${id}`, { headers: h });
     assert.equal(r.status, 200);
     assert.deepEqual(Buffer.from(await r.arrayBuffer()), image);
@@ -167,8 +184,12 @@ test('a user on a second server downloads and thumbnails remote media over signe
     const gone = await fetch(`${local.baseUrl}/_matrix/client/v1/media/download/origin.test/other`, { headers: h });
     assert.equal(gone.status, 502);
     await gone.arrayBuffer();
-    // Purging the remote cache removes it.
-    assert.equal(await local.hs.services.media.purgeRemoteCache(Date.now() + 1000), 1);
+    const bt2 = await fetch(`${local.baseUrl}/_matrix/client/v1/media/thumbnail/origin.test/${bigId}?width=32&height=32&method=crop`, { headers: h });
+    assert.equal(bt2.status, 200);
+    await bt2.arrayBuffer();
+    // Purging the remote cache removes both.
+    assert.equal(await local.hs.services.media.purgeRemoteCache(Date.now() + 1000), 2);
+    assert.equal((await getThumbnails(local.hs.db, 'origin.test', bigId)).length, 0);
   } finally {
     await origin.stop().catch(() => {});
     await local.stop();
@@ -192,12 +213,15 @@ test('outbound federation never reaches private addresses unless configured (ser
 });
 
 test('remote fetch falls back to the legacy endpoint with allow_remote=false on 404 M_UNRECOGNIZED', async () => {
+  const oldThumb = await sharp({ create: { width: 32, height: 32, channels: 3, background: 'gray' } }).png().toBuffer();
   const fake = await fakeServer((req, res) => {
     const u = new URL(req.url!, 'http://x');
     if (u.pathname.startsWith('/_matrix/federation/')) {
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}');
     } else if (u.pathname === '/_matrix/media/v3/download/old.test/legacyMedia' && u.searchParams.get('allow_remote') === 'false') {
       res.writeHead(200, { 'content-type': 'text/plain', 'content-disposition': 'attachment; filename="old.txt"' }).end('from an old server');
+    } else if (u.pathname === '/_matrix/media/v3/thumbnail/old.test/legacyThumb' && u.searchParams.get('allow_remote') === 'false') {
+      res.writeHead(200, { 'content-type': 'image/png' }).end(oldThumb);
     } else if (u.pathname === '/_matrix/media/v3/download/old.test/missing') {
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"errcode":"M_NOT_FOUND","error":"nope"}');
     } else res.writeHead(500).end();
@@ -214,6 +238,11 @@ test('remote fetch falls back to the legacy endpoint with allow_remote=false on 
       fake.hits.map((x) => x.split('?')[0]),
       ['/_matrix/federation/v1/media/download/legacyMedia', '/_matrix/media/v3/download/old.test/legacyMedia'],
     );
+    // Thumbnails of uncached media from an old server come from its legacy thumbnail endpoint.
+    const th = await fetch(`${s.baseUrl}/_matrix/client/v1/media/thumbnail/old.test/legacyThumb?width=32&height=32`, { headers: h });
+    assert.equal(th.status, 200);
+    assert.deepEqual(Buffer.from(await th.arrayBuffer()), oldThumb);
+    assert.equal(th.headers.get('content-type'), 'image/png');
     const nf = await fetch(`${s.baseUrl}/_matrix/client/v1/media/download/old.test/missing`, { headers: h });
     assert.equal(nf.status, 404);
     assert.equal(((await nf.json()) as { errcode: string }).errcode, 'M_NOT_FOUND');

@@ -40,6 +40,8 @@ declare module '../../homeserver.ts' {
 export const UPLOADED_CHANNEL = 'media.uploaded';
 /** The longest a download waits for a pending upload, whatever timeout_ms asks. */
 export const MAX_WAIT_MS = 60_000;
+/** Largest thumbnail accepted from another server. */
+export const REMOTE_THUMBNAIL_MAX_BYTES = 10 * 1024 * 1024;
 
 const ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 
@@ -147,6 +149,7 @@ export class MediaService {
   readonly stagingDir: string;
   private readonly remoteInFlight = new Map<string, Promise<MediaRow>>();
   private readonly thumbInFlight = new Map<string, Promise<ThumbnailRow>>();
+  private readonly remoteThumbInFlight = new Map<string, Promise<ThumbnailRow | null>>();
   private readonly background = new Set<Promise<unknown>>();
   private readonly slots = new Slots(2);
   private sweepTimer: NodeJS.Timeout | null = null;
@@ -345,10 +348,8 @@ export class MediaService {
       return row;
     }
     const cached = await q.getMedia(this.hs.db, serverName, mediaId);
-    if (cached && cached.storage_key) {
-      if (cached.quarantined_ts !== null) throw notFound('Media not found');
-      return cached;
-    }
+    if (cached && cached.quarantined_ts !== null) throw notFound('Media not found');
+    if (cached && cached.storage_key) return cached;
     if (!opts.allowRemote) throw notFound('Media not found');
     const row = await this.fetchRemote(serverName, mediaId);
     if (row.quarantined_ts !== null) throw notFound('Media not found');
@@ -414,7 +415,7 @@ export class MediaService {
       await rm(spooled.path, { force: true });
     }
     const now = this.hs.now();
-    await q.insertMedia(this.hs.db, {
+    const fresh: MediaRow = {
       server_name: serverName,
       media_id: mediaId,
       is_remote: true,
@@ -433,10 +434,100 @@ export class MediaService {
       last_access_ts: now,
       quarantined_ts: null,
       quarantined_by: null,
-    });
+    };
+    // A row may exist already from cached thumbnails (storage_key null): complete it.
+    if (!(await q.insertMedia(this.hs.db, fresh))) await q.fillRemoteMedia(this.hs.db, fresh);
     const row = await q.getMedia(this.hs.db, serverName, mediaId);
     if (!row) throw new MatrixError(502, 'M_UNKNOWN', 'Remote media vanished while caching');
     return row;
+  }
+
+  /**
+   * A thumbnail of remote media whose original is not cached here, made by the origin (server-server
+   * /media/thumbnail) and cached as a thumbnail only. Null when the caller should thumbnail the
+   * original itself instead (the original is cached already, or the origin could not make one).
+   */
+  async remoteThumbnail(serverName: string, mediaId: string, req: ThumbnailRequest, animated: boolean): Promise<ThumbnailRow | null> {
+    this.checkIds(serverName, mediaId);
+    const row = await q.getMedia(this.hs.db, serverName, mediaId);
+    if (row?.quarantined_ts !== null && row?.quarantined_ts !== undefined) throw notFound('Media not found');
+    if (row?.storage_key) return null;
+    const existing = (await q.getThumbnails(this.hs.db, serverName, mediaId)).find(
+      (t) => t.width === req.width && t.height === req.height && t.method === req.method && t.animated === animated,
+    );
+    if (existing) return existing;
+    const fetcher = this.remote;
+    if (!fetcher?.thumbnail) return null;
+    const k = `thumb:${serverName}/${mediaId}/${req.width}x${req.height}/${req.method}/${animated}`;
+    let p = this.remoteThumbInFlight.get(k);
+    if (!p) {
+      p = this.fetchRemoteThumbnail(fetcher, serverName, mediaId, req, animated).finally(() => this.remoteThumbInFlight.delete(k));
+      this.remoteThumbInFlight.set(k, p);
+    }
+    return p;
+  }
+
+  private async fetchRemoteThumbnail(fetcher: RemoteMediaFetcher, serverName: string, mediaId: string, req: ThumbnailRequest, animated: boolean): Promise<ThumbnailRow | null> {
+    const max = Math.min(this.cfg.remote_max_bytes, REMOTE_THUMBNAIL_MAX_BYTES);
+    let spooled: Spooled;
+    try {
+      const media = await fetcher.thumbnail!(serverName, mediaId, { ...req, animated }, { maxBytes: max, timeoutMs: this.cfg.remote_timeout_ms });
+      await mkdir(this.stagingDir, { recursive: true });
+      spooled = await spool(media.body, this.stagingDir, max, () => new MatrixError(502, 'M_TOO_LARGE', 'Remote thumbnail is too large'));
+    } catch (err) {
+      // Unknown media is unknown however it is asked for; anything else: try the original instead.
+      if (err instanceof RemoteMediaError && err.status === 404) throw notFound('Media not found');
+      this.hs.logger.debug({ err: (err as Error).message, serverName, mediaId }, 'media: remote thumbnail unavailable; using the original');
+      return null;
+    }
+    // Only images we recognise are kept, typed by what their bytes say, whatever the remote claimed.
+    const type = sniff(spooled.head).type;
+    if (!type || !THUMBNAILABLE.has(type)) {
+      await rm(spooled.path, { force: true });
+      return null;
+    }
+    const key = thumbnailKey(serverName, mediaId, req.width, req.height, req.method, animated);
+    try {
+      await this.store.putFile(key, spooled.path, { size: spooled.size, sha256: spooled.sha256, contentType: type });
+    } finally {
+      await rm(spooled.path, { force: true });
+    }
+    const now = this.hs.now();
+    // The remote media gets a row without bytes (storage_key null) so quarantine and the cache purge see it.
+    await q.insertMedia(this.hs.db, {
+      server_name: serverName,
+      media_id: mediaId,
+      is_remote: true,
+      user_id: null,
+      content_type: null,
+      upload_name: null,
+      size: null,
+      sha256: null,
+      sniffed_type: null,
+      width: null,
+      height: null,
+      storage_key: null,
+      created_ts: now,
+      uploaded_ts: now,
+      unused_expires_ts: null,
+      last_access_ts: now,
+      quarantined_ts: null,
+      quarantined_by: null,
+    });
+    const t: ThumbnailRow = {
+      server_name: serverName,
+      media_id: mediaId,
+      width: req.width,
+      height: req.height,
+      method: req.method,
+      animated,
+      content_type: type,
+      size: spooled.size,
+      storage_key: key,
+      created_ts: now,
+    };
+    await q.insertThumbnail(this.hs.db, t);
+    return t;
   }
 
   async open(row: MediaRow, range?: ByteRange): Promise<Readable> {

@@ -23,9 +23,18 @@ export interface RemoteFetchOptions {
   timeoutMs: number;
 }
 
+export interface RemoteThumbnailRequest {
+  width: number;
+  height: number;
+  method: 'crop' | 'scale';
+  animated: boolean;
+}
+
 /** How the media service gets bytes from other servers. */
 export interface RemoteMediaFetcher {
   download(serverName: string, mediaId: string, opts: RemoteFetchOptions): Promise<RemoteMedia>;
+  /** A thumbnail made by the origin (federation /media/thumbnail); optional for fetchers. */
+  thumbnail?(serverName: string, mediaId: string, req: RemoteThumbnailRequest, opts: RemoteFetchOptions): Promise<RemoteMedia>;
 }
 
 /** A remote failure in the spec's terms: the status and errcode the local client should see. */
@@ -87,6 +96,20 @@ export class HttpRemoteMediaFetcher implements RemoteMediaFetcher {
     if (res.status === 200) return this.fromMultipart(res, opts);
     const err = await errorBody(res);
     if ((res.status === 404 || res.status === 405 || res.status === 400) && err.errcode === 'M_UNRECOGNIZED') return this.legacy(serverName, mediaId, opts);
+    throw this.mapError(res.status, err);
+  }
+
+  async thumbnail(serverName: string, mediaId: string, req: RemoteThumbnailRequest, opts: RemoteFetchOptions): Promise<RemoteMedia> {
+    const timeout = Math.min(opts.timeoutMs, 60_000);
+    const params = `width=${req.width}&height=${req.height}&method=${req.method}&animated=${req.animated}&timeout_ms=${timeout}`;
+    const uri = `/_matrix/federation/v1/media/thumbnail/${encodeURIComponent(mediaId)}?${params}`;
+    const { response: res } = await this.get(serverName, uri, opts.timeoutMs, true);
+    if (res.status === 200) return this.fromMultipart(res, opts);
+    const err = await errorBody(res);
+    if ((res.status === 404 || res.status === 405 || res.status === 400) && err.errcode === 'M_UNRECOGNIZED') {
+      const legacyUri = `/_matrix/media/v3/thumbnail/${encodeURIComponent(serverName)}/${encodeURIComponent(mediaId)}?${params}&allow_remote=false`;
+      return this.legacyGet(serverName, legacyUri, opts);
+    }
     throw this.mapError(res.status, err);
   }
 
@@ -156,6 +179,10 @@ export class HttpRemoteMediaFetcher implements RemoteMediaFetcher {
   private async legacy(serverName: string, mediaId: string, opts: RemoteFetchOptions): Promise<RemoteMedia> {
     const timeout = Math.min(opts.timeoutMs, 60_000);
     const uri = `/_matrix/media/v3/download/${encodeURIComponent(serverName)}/${encodeURIComponent(mediaId)}?allow_remote=false&allow_redirect=true&timeout_ms=${timeout}`;
+    return this.legacyGet(serverName, uri, opts);
+  }
+
+  private async legacyGet(serverName: string, uri: string, opts: RemoteFetchOptions): Promise<RemoteMedia> {
     const { response: res, url } = await this.get(serverName, uri, opts.timeoutMs, false);
     const location = res.headers.get('location');
     if ([301, 302, 303, 307, 308].includes(res.status) && location) {
