@@ -6,7 +6,8 @@
 //
 // - One process (no Redis): allocation is serialised in this process, so positions are handed out in
 //   order, and the safe position is "one below the lowest position still in flight here", or the last
-//   allocated one when nothing is in flight. No database round trip.
+//   allocated one when nothing is in flight. Positions are taken from the sequence in blocks, so most
+//   flushes need no round trip for them.
 // - Several processes (Redis configured): a writer records each allocated position in
 //   `stream_in_flight` in the same statement that allocates it, under a transaction-scoped advisory
 //   lock, so allocations become visible in position order; the row is deleted in the transaction that
@@ -21,6 +22,7 @@ import type { Db, Queryable } from './schema.ts';
 
 export const IN_FLIGHT_TIMEOUT_MS = 60_000;
 const ALLOCATION_LOCK = 727_001; // pg_advisory_xact_lock key for the events stream
+const RESERVE_BLOCK = 256;
 
 export class EventStreamPositions {
   private readonly db: Db;
@@ -31,6 +33,8 @@ export class EventStreamPositions {
   private readonly inFlight = new Set<number>();
   private lastAllocated = 0;
   private lastSwept = 0;
+  /** Single writer: positions taken from the sequence but not handed out yet (ascending). */
+  private readonly reserve: number[] = [];
 
   constructor(db: Db, opts: { instance: string; multiWriter: boolean; now: () => number }) {
     this.db = db;
@@ -56,8 +60,15 @@ export class EventStreamPositions {
           returning position`.execute(this.db);
         positions = r.rows.map((x) => Number(x.position));
       } else {
-        const r = await sql<{ position: number }>`select nextval('events_stream_seq') as position from generate_series(1, ${n}::int)`.execute(this.db);
-        positions = r.rows.map((x) => Number(x.position));
+        // One writer: positions only need to be handed out in order here, so take them from the sequence
+        // a block at a time (no round trip per flush; unused ones are gaps, which readers never wait on).
+        if (this.reserve.length < n) {
+          const want = Math.max(n - this.reserve.length, RESERVE_BLOCK);
+          const r = await sql<{ position: number }>`select nextval('events_stream_seq') as position from generate_series(1, ${want}::int)`.execute(this.db);
+          const got = r.rows.map((x) => Number(x.position)).sort((a, b) => a - b);
+          this.reserve.push(...got.filter((p) => p > (this.reserve.at(-1) ?? 0)));
+        }
+        positions = this.reserve.splice(0, n);
       }
       positions.sort((a, b) => a - b);
       for (const p of positions) this.inFlight.add(p);

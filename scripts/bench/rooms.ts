@@ -9,11 +9,16 @@
 //     cost of the HTTP layer and token lookups shows.
 // (c) is POST /createRoom over HTTP (private_chat, room version 12: 6 events), sequential.
 import { performance } from 'node:perf_hooks';
+import { loadavg } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import type { Requester } from '../../homeserver/http/api.ts';
 import type { TestServer } from '../../homeserver/testing.ts';
 
 const CONCURRENCY = 50;
+
+function cpuMsPer1000(u: NodeJS.CpuUsage, events: number): string {
+  return (((u.user + u.system) / 1000 / events) * 1000).toFixed(0);
+}
 
 function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -55,6 +60,7 @@ export default async function bench(): Promise<void> {
   const { registerUser } = await import('../../homeserver/testing-users.ts');
   const db = pgUrl ? `PostgreSQL (${pgUrl.replace(/\/\/[^@/]*@/, '//…@')})` : 'PGlite (in memory; PostgreSQL not reachable)';
   // The production default pool (config.sample.yaml database.pool_size: 10), not the tests' 5.
+  const load0 = loadavg()[0]!;
   const s: TestServer = await startTestServer({ config: { database: { pool_size: 10 } } });
   try {
     const rooms = s.hs.services.rooms;
@@ -83,10 +89,12 @@ export default async function bench(): Promise<void> {
     const perUser = pgUrl ? 100 : 40;
     let txn = 0;
     const t1 = performance.now();
+    const cpu1 = process.cpuUsage();
     await Promise.all(users.map(async (u) => {
       for (let i = 0; i < perUser; i++) await rooms.sendMessage(u, busy, 'm.room.message', { msgtype: 'm.text', body: `message ${i}` }, `b${txn++}`);
     }));
     const busyRate = (users.length * perUser) / ((performance.now() - t1) / 1000);
+    const busyCpu = cpuMsPer1000(process.cpuUsage(cpu1), users.length * perUser);
 
     // (b2) 1,000 rooms, messages spread across them.
     const roomCount = 1000;
@@ -103,10 +111,12 @@ export default async function bench(): Promise<void> {
       [sends[i], sends[j]] = [sends[j]!, sends[i]!];
     }
     const t2 = performance.now();
+    const cpu2 = process.cpuUsage();
     await pool(sends, CONCURRENCY, async ([r, i]) => {
       await rooms.sendMessage(aliceReq, r, 'm.room.message', { msgtype: 'm.text', body: `m${i}` }, `m${txn++}`);
     });
     const manyRate = sends.length / ((performance.now() - t2) / 1000);
+    const manyCpu = cpuMsPer1000(process.cpuUsage(cpu2), sends.length);
 
     // (b3) the busy room over HTTP (one token per sender).
     const tokens = await Promise.all(Array.from({ length: 20 }, (_, i) => registerUser(s.baseUrl, `h${i}`)));
@@ -119,9 +129,9 @@ export default async function bench(): Promise<void> {
     const httpRate = (tokens.length * perHttp) / ((performance.now() - t3) / 1000);
 
     const rows = await s.hs.db.selectFrom('events').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow();
-    console.log(`database: ${db}`);
-    console.log(`(b) persistence, one busy room, ${users.length} concurrent senders: ${busyRate.toFixed(0)} events/s (target ≥ 1,500 on PostgreSQL)`);
-    console.log(`(b) persistence, ${roomCount} rooms, ${CONCURRENCY} concurrent senders: ${manyRate.toFixed(0)} events/s (target ≥ 1,500 on PostgreSQL)`);
+    console.log(`database: ${db}; load average (1 min) at start ${load0.toFixed(1)}, at end ${loadavg()[0]!.toFixed(1)} (figures drop when other work shares the CPUs)`);
+    console.log(`(b) persistence, one busy room, ${users.length} concurrent senders: ${busyRate.toFixed(0)} events/s (target ≥ 1,500 on PostgreSQL); this process's CPU: ${busyCpu} ms per 1,000 events`);
+    console.log(`(b) persistence, ${roomCount} rooms, ${CONCURRENCY} concurrent senders: ${manyRate.toFixed(0)} events/s (target ≥ 1,500 on PostgreSQL); this process's CPU: ${manyCpu} ms per 1,000 events`);
     console.log(`    same busy room over HTTP (PUT /send, ${tokens.length} clients): ${httpRate.toFixed(0)} events/s`);
     console.log(`    createRoom through the service, 10 concurrent: ${createRate.toFixed(0)} rooms/s`);
     console.log(`(c) POST /createRoom (HTTP, v12 private_chat, sequential, n=100): p50 ${pct(createTimes, 50).toFixed(1)} ms, p90 ${pct(createTimes, 90).toFixed(1)} ms, p99 ${pct(createTimes, 99).toFixed(1)} ms (target p50 < 30 ms)`);
