@@ -25,7 +25,14 @@ class DirectoryMigrations implements MigrationProvider {
 export async function runMigrations(db: Db, logger: Logger, schema: string | null = null): Promise<void> {
   // With a schema, kysely must look for its migration tables there: otherwise it sees another schema's
   // kysely_migration table (its introspection lists every schema), skips creating ours, and fails.
-  const migrator = new Migrator({ db, provider: new DirectoryMigrations(), ...(schema ? { migrationTableSchema: schema } : {}) });
+  // Each module owns a range of migration numbers (accounts 0010–0019, rooms 0030–0039, federation
+  // 0090–0099 …), so a new migration can sort below one a database already has: apply it anyway.
+  const migrator = new Migrator({
+    db,
+    provider: new DirectoryMigrations(),
+    allowUnorderedMigrations: true,
+    ...(schema ? { migrationTableSchema: schema } : {}),
+  });
   const { error, results } = await migrator.migrateToLatest();
   for (const r of results ?? []) {
     if (r.status === 'Success') logger.info({ migration: r.migrationName }, 'migration applied');
