@@ -196,9 +196,12 @@ export class NotificationService {
       const ids = await nextMany(rows.length);
       rows.forEach((r, i) => (r.stream_id = ids[i]!));
       const last = ids.at(-1)!;
-      for (let i = 0; i < rows.length; i += 1_000) {
-        await tx.insertInto('event_push_actions').values(rows.slice(i, i + 1_000)).onConflict((oc) => oc.columns(['user_id', 'event_id']).doNothing()).execute();
-      }
+      // One parameter per column (unnest), not per value: a busy room writes thousands of rows a second.
+      const c = <K extends keyof EventPushActionsTable>(k: K) => rows.map((r) => r[k]);
+      await sql`insert into event_push_actions (user_id, event_id, room_id, stream_ordering, thread_id, highlight, actions, ts, stream_id)
+        select * from unnest(${c('user_id')}::text[], ${c('event_id')}::text[], ${c('room_id')}::text[], ${c('stream_ordering')}::bigint[],
+          ${c('thread_id')}::text[], ${c('highlight')}::boolean[], ${c('actions')}::text[], ${c('ts')}::bigint[], ${c('stream_id')}::bigint[])
+        on conflict (user_id, event_id) do nothing`.execute(tx);
       return last;
     });
     for (const u of new Set(rows.map((r) => r.user_id))) await this.hs.bus.publish(`user:${u}`, { stream: 'unread', position });
