@@ -144,6 +144,7 @@ export class NotificationService {
 
   private async onPersisted(events: PersistedEvent[]): Promise<void> {
     const rows: EventPushActionsTable[] = [];
+    const ignoreLists = new Map<string, JsonObject | null>();
     const rooms = this.hs.services.rooms;
     for (const ev of events) {
       const pdu = ev.event.pdu;
@@ -162,7 +163,7 @@ export class NotificationService {
         }
       }
       if (targets.length === 0) continue;
-      const ignoring = await this.usersIgnoring(targets.map((t) => t.userId), sender);
+      const ignoring = await this.usersIgnoring(targets.map((t) => t.userId), sender, ignoreLists);
       const senderPowerLevel = getUserPowerLevel(rv, facts.state, sender);
       const threadId = threadIdOf(pdu);
       for (const t of targets) {
@@ -208,22 +209,35 @@ export class NotificationService {
   }
 
   /** Which of `users` have `sender` in their m.ignored_user_list. */
-  private async usersIgnoring(users: string[], sender: string): Promise<Set<string>> {
-    const rows = await this.hs.db
-      .selectFrom('account_data')
-      .select(['user_id', 'content'])
-      .where('type', '=', 'm.ignored_user_list')
-      .where('room_id', '=', '')
-      .where(sql<boolean>`user_id = any(${users}::text[])`)
-      .execute();
-    const out = new Set<string>();
-    for (const r of rows) {
-      try {
-        const ignored = (JSON.parse(r.content) as JsonObject)['ignored_users'];
-        if (ignored && typeof ignored === 'object' && Object.hasOwn(ignored, sender)) out.add(r.user_id);
-      } catch {
-        // unreadable content ignores no one
+  /**
+   * Which of `users` have `sender` in their m.ignored_user_list. `lists` caches the lists read during
+   * one batch of persisted events (the events of a busy room share their targets: one query, not one
+   * per event).
+   */
+  private async usersIgnoring(users: string[], sender: string, lists: Map<string, JsonObject | null>): Promise<Set<string>> {
+    const unknown = users.filter((u) => !lists.has(u));
+    if (unknown.length > 0) {
+      const rows = await this.hs.db
+        .selectFrom('account_data')
+        .select(['user_id', 'content'])
+        .where('type', '=', 'm.ignored_user_list')
+        .where('room_id', '=', '')
+        .where(sql<boolean>`user_id = any(${unknown}::text[])`)
+        .execute();
+      for (const u of unknown) lists.set(u, null);
+      for (const r of rows) {
+        try {
+          const ignored = (JSON.parse(r.content) as JsonObject)['ignored_users'];
+          if (ignored && typeof ignored === 'object' && !Array.isArray(ignored)) lists.set(r.user_id, ignored as JsonObject);
+        } catch {
+          // unreadable content ignores no one
+        }
       }
+    }
+    const out = new Set<string>();
+    for (const u of users) {
+      const ignored = lists.get(u);
+      if (ignored && Object.hasOwn(ignored, sender)) out.add(u);
     }
     return out;
   }
