@@ -1,4 +1,4 @@
-// `node scripts/media-admin.ts [--config FILE] <command> …`: media administration from the command
+// `npm run media-admin -- [--config FILE] <command> …` (node scripts/media-admin.ts): media administration from the command
 // line — list a user's media, delete or quarantine one piece, purge the remote media cache, expire
 // unused upload ids. Opens the server's database (config from --config FILE or AXON_CONFIG plus AXON_*
 // overrides) and its media store. With the embedded PGlite database, stop the server first.
@@ -119,7 +119,7 @@ export const COMMANDS: Record<string, Command> = {
 };
 
 function usage(): string {
-  const lines = ['usage: node scripts/media-admin.ts [--config FILE] <command> [options]', '', 'commands:'];
+  const lines = ['usage: npm run media-admin -- [--config FILE] <command> [options]', '', 'commands:'];
   for (const c of Object.values(COMMANDS)) lines.push(`  ${c.usage}`, `      ${c.summary}`);
   return lines.join('\n');
 }
@@ -172,7 +172,7 @@ export async function runMediaAdmin(argv: string[], io: Io, opts: { database?: D
   } catch (err) {
     const e = err as Error & { code?: string; errcode?: string };
     if (err instanceof UsageError || e.code?.startsWith('ERR_PARSE_ARGS') || e.errcode === 'M_INVALID_PARAM') {
-      io.err(`media-admin ${name}: ${e.message}\nusage: node scripts/media-admin.ts ${cmd.usage}`);
+      io.err(`media-admin ${name}: ${e.message}\nusage: npm run media-admin -- ${cmd.usage}`);
       return 2;
     }
     if (e.message?.startsWith('not a duration')) {
