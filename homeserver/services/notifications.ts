@@ -84,6 +84,9 @@ export class NotificationService {
   private readonly inFlight = new Set<Promise<void>>();
   /** Per room: facts derived from its current state (recomputed when the state map changes). */
   private readonly facts = new Map<string, RoomFacts>();
+  private pendingRows: EventPushActionsTable[] = [];
+  private pendingWaiters: Array<{ resolve: () => void; reject: (err: unknown) => void }> = [];
+  private flushing: Promise<void> | null = null;
 
   constructor(hs: Homeserver) {
     this.hs = hs;
@@ -192,6 +195,39 @@ export class NotificationService {
       }
     }
     if (rows.length === 0) return;
+    await this.write(rows);
+  }
+
+  /**
+   * Push-action rows wait here while a write is in progress, and go together in the next one: one
+   * transaction for many events (the stream's writes are serialized, so one per event would cap a
+   * busy server at a transaction's round trips, and every sync waits on them through settled()).
+   */
+  private write(rows: EventPushActionsTable[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.pendingRows.push(...rows);
+      this.pendingWaiters.push({ resolve, reject });
+      this.flushing ??= this.flushPending();
+    });
+  }
+
+  private async flushPending(): Promise<void> {
+    while (this.pendingRows.length > 0) {
+      const rows = this.pendingRows;
+      const waiters = this.pendingWaiters;
+      this.pendingRows = [];
+      this.pendingWaiters = [];
+      try {
+        await this.writeBatch(rows);
+        for (const w of waiters) w.resolve();
+      } catch (err) {
+        for (const w of waiters) w.reject(err);
+      }
+    }
+    this.flushing = null;
+  }
+
+  private async writeBatch(rows: EventPushActionsTable[]): Promise<void> {
     const position = await orderedWrite(this.hs.db, PUSH_ACTIONS_STREAM, async (tx, _next, nextMany) => {
       // One round trip for all positions: a message in a big room writes a row per member.
       const ids = await nextMany(rows.length);
@@ -205,7 +241,7 @@ export class NotificationService {
         on conflict (user_id, event_id) do nothing`.execute(tx);
       return last;
     });
-    for (const u of new Set(rows.map((r) => r.user_id))) await this.hs.bus.publish(`user:${u}`, { stream: 'unread', position });
+    await Promise.all([...new Set(rows.map((r) => r.user_id))].map((u) => this.hs.bus.publish(`user:${u}`, { stream: 'unread', position })));
   }
 
   /** Which of `users` have `sender` in their m.ignored_user_list. */

@@ -63,7 +63,9 @@ function pct(sorted: number[], p: number): number {
 }
 
 async function syncCall(base: string, token: string, params: string): Promise<Record<string, any>> {
-  const res = await fetch(`${base}/_matrix/client/v3/sync?${params}`, { headers: { authorization: `Bearer ${token}` } });
+  const res = await fetch(`${base}/_matrix/client/v3/sync?${params}`, { headers: { authorization: `Bearer ${token}` } }).catch((err: Error) => {
+    throw new Error(`sync: ${err.message} (${String((err.cause as Error | undefined)?.message ?? err.cause)})`);
+  });
   if (res.status !== 200) throw new Error(`sync ${res.status} ${await res.text()}`);
   return (await res.json()) as Record<string, any>;
 }
@@ -120,6 +122,7 @@ async function deliveryLatency(): Promise<void> {
     const start = performance.now();
     const sends: Promise<unknown>[] = [];
     let sendErrors = 0;
+    let firstSendError = '';
     for (let i = 0; i < total; i++) {
       const due = start + (i * 1000) / RATE;
       const wait = due - performance.now();
@@ -132,10 +135,14 @@ async function deliveryLatency(): Promise<void> {
           method: 'PUT',
           headers: { authorization: `Bearer ${senders[r]!.token}`, 'content-type': 'application/json' },
           body: JSON.stringify({ msgtype: 'm.text', body }),
-        }).then(async (res) => {
-          if (!res.ok) sendErrors++;
-          await res.arrayBuffer();
-        }),
+        })
+          .then(async (res) => {
+            if (!res.ok) sendErrors++;
+            await res.arrayBuffer();
+          })
+          .catch((err: Error) => {
+            if (sendErrors++ === 0) firstSendError = `${err.message} (${String((err.cause as Error | undefined)?.message ?? err.cause)})`;
+          }),
       );
     }
     await Promise.all(sends);
@@ -150,7 +157,7 @@ async function deliveryLatency(): Promise<void> {
       `(a) delivery latency, ${USERS} long-polling users, ${ROOMS} rooms × ${perRoom} members, ${RATE} msg/s for ${SECONDS} s (achieved ${achieved.toFixed(0)} msg/s)${full ? '' : ' [scaled down: PGlite]'}`,
     );
     console.log(`    p50 ${pct(latencies, 50).toFixed(1)} ms, p99 ${pct(latencies, 99).toFixed(1)} ms, max ${pct(latencies, 100).toFixed(1)} ms over ${latencies.length}/${expected} deliveries   target: p99 < 50 ms on PostgreSQL`);
-    if (sendErrors > 0) console.log(`    ${sendErrors} sends failed`);
+    if (sendErrors > 0) console.log(`    ${sendErrors} sends failed (first: ${firstSendError || 'non-2xx'})`);
     if (syncErrors > 0) console.log(`    ${syncErrors} failed long-polls (first: ${firstError})`);
   } finally {
     await s.stop();
@@ -191,20 +198,23 @@ async function initialSync(): Promise<void> {
 }
 
 const CHILD = `
-const [base, count, ...tokens] = process.argv.slice(2);
+const [base, count, ...tokens] = process.argv.slice(1); // node -e CODE args: argv is [node, ...args]
 const http = require('node:http');
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
 let open = 0;
 const url = new URL(base);
 function poll(i) {
   const token = tokens[i % tokens.length];
-  const req = http.request({ host: url.hostname, port: url.port, agent, path: '/_matrix/client/v3/sync?timeout=300000&set_presence=offline&since=' + encodeURIComponent(process.env['SINCE_' + (i % tokens.length)]), headers: { authorization: 'Bearer ' + token } }, (res) => { res.resume(); });
-  req.on('error', () => {});
+  // A held long-poll never answers during the measurement; one that answers or fails (an overloaded
+  // server's 503, a dropped connect) is asked again, so the figure is per connection actually held.
+  const again = () => setTimeout(() => poll(i), 200);
+  const req = http.request({ host: url.hostname, port: url.port, agent, path: '/_matrix/client/v3/sync?timeout=300000&set_presence=offline&since=' + encodeURIComponent(process.env['SINCE_' + (i % tokens.length)]), headers: { authorization: 'Bearer ' + token } }, (res) => { res.resume(); res.on('end', again); });
+  req.on('error', again);
   req.end();
   open++;
 }
-for (let i = 0; i < Number(count); i++) setTimeout(() => poll(i), Math.floor(i / 200) * 20);
-setTimeout(() => process.send('open'), Math.ceil(Number(count) / 200) * 20 + 500);
+for (let i = 0; i < Number(count); i++) setTimeout(() => poll(i), Math.floor(i / 100) * 50);
+setTimeout(() => process.send('open'), Math.ceil(Number(count) / 100) * 50 + 500);
 process.on('message', () => process.exit(0));
 `;
 
@@ -226,11 +236,22 @@ async function idleMemory(): Promise<void> {
       return { heap: m.heapUsed, rss: m.rss, ext: m.external + m.arrayBuffers };
     };
     const before = await measure();
-    const child = fork('-e', [CHILD, s.baseUrl, String(CONNS), ...users.map((u) => u.token)], { env, execArgv: [], stdio: 'ignore' } as never);
-    await new Promise<void>((resolve) => child.once('message', () => resolve()));
+    const child = fork('-e', [CHILD, s.baseUrl, String(CONNS), ...users.map((u) => u.token)], { env, execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] } as never);
+    await new Promise<void>((resolve, reject) => {
+      child.once('message', () => resolve());
+      child.once('exit', (code) => reject(new Error(`connection holder exited early (code ${code})`)));
+    });
     // Wait until the server holds them all.
     const sync = s.hs.services.sync;
-    for (let i = 0; i < 600 && sync.notifier.waitingCount < CONNS; i++) await new Promise((r) => setTimeout(r, 100));
+    // Each one runs an incremental sync before it waits: on a busy machine that takes a while. Wait
+    // while the count still grows (up to 4 minutes), then measure what is held.
+    let last = -1;
+    let still = 0;
+    for (let i = 0; i < 2_400 && sync.notifier.waitingCount < CONNS && still < 150; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      still = sync.notifier.waitingCount === last ? still + 1 : 0;
+      last = sync.notifier.waitingCount;
+    }
     const held = sync.notifier.waitingCount;
     const after = await measure();
     child.send('bye');
