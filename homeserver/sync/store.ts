@@ -141,10 +141,29 @@ export async function stateGroupsAt(db: Queryable, at: Array<{ roomId: string; p
   return out;
 }
 
+// A room's version is fixed by its create event and never changes (an upgrade makes a new room), so
+// versions read once are kept (per database: tests run many servers in one process).
+const versionCache = new WeakMap<object, Map<string, string>>();
+
 export async function roomVersions(db: Queryable, roomIds: string[]): Promise<Map<string, string>> {
   if (roomIds.length === 0) return new Map();
-  const rows = await db.selectFrom('rooms').select(['room_id', 'room_version']).where(sql<boolean>`room_id = any(${roomIds}::text[])`).execute();
-  return new Map(rows.map((r) => [r.room_id, r.room_version]));
+  let cache = versionCache.get(db);
+  if (!cache) versionCache.set(db, (cache = new Map()));
+  const out = new Map<string, string>();
+  const missing: string[] = [];
+  for (const id of roomIds) {
+    const v = cache.get(id);
+    if (v === undefined) missing.push(id);
+    else out.set(id, v);
+  }
+  if (missing.length === 0) return out;
+  const rows = await db.selectFrom('rooms').select(['room_id', 'room_version']).where(sql<boolean>`room_id = any(${missing}::text[])`).execute();
+  if (cache.size > 100_000) cache.clear();
+  for (const r of rows) {
+    cache.set(r.room_id, r.room_version);
+    out.set(r.room_id, r.room_version);
+  }
+  return out;
 }
 
 export interface RoomSummaryData {
