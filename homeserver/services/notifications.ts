@@ -16,7 +16,8 @@ import { sql } from 'kysely';
 import type { IdentifiedPdu, JsonObject, StateMap } from '../../spec/events.ts';
 import { stateKey } from '../../spec/events.ts';
 import { getUserPowerLevel } from '../../spec/power-levels.ts';
-import { actionsHighlight, actionsNotify, evaluatePushRules, type PushContext } from '../../spec/push-rules.ts';
+import { actionsHighlight, actionsNotify, type PushAction } from '../../spec/push-rules.ts';
+import { evaluatePushRulesForTargets, type SharedPushContext } from '../../spec/push-rules-batch.ts';
 import { parseUserId } from '../../spec/identifiers.ts';
 import type { Homeserver } from '../homeserver.ts';
 import type { PersistedEvent } from './room-writer.ts';
@@ -148,6 +149,8 @@ export class NotificationService {
   private async onPersisted(events: PersistedEvent[]): Promise<void> {
     const rows: EventPushActionsTable[] = [];
     const ignoreLists = new Map<string, JsonObject | null>();
+    // Results share their actions arrays (one per distinct rule outcome): encode each once.
+    const actionsJson = new Map<readonly PushAction[], { json: string; highlight: boolean }>();
     const rooms = this.hs.services.rooms;
     for (const ev of events) {
       const pdu = ev.event.pdu;
@@ -167,32 +170,39 @@ export class NotificationService {
       }
       if (targets.length === 0) continue;
       const ignoring = await this.usersIgnoring(targets.map((t) => t.userId), sender, ignoreLists);
-      const senderPowerLevel = getUserPowerLevel(rv, facts.state, sender);
+      const evaluated = ignoring.size > 0 ? targets.filter((t) => !ignoring.has(t.userId)) : targets;
+      if (evaluated.length === 0) continue;
+      const rulesets = await this.hs.services.pushRules.getRulesets(evaluated.map((t) => t.userId));
+      const shared: SharedPushContext = {
+        roomMemberCount: facts.memberCount,
+        senderPowerLevel: getUserPowerLevel(rv, facts.state, sender),
+        notificationPowerLevels: facts.notificationLevels,
+      };
+      // Every member at once: the same results as evaluatePushRules per member, with the conditions
+      // that do not depend on the member checked once per distinct ruleset (spec/push-rules-batch.ts).
+      const results = evaluatePushRulesForTargets(
+        { ...pdu, event_id: ev.eventId },
+        shared,
+        evaluated.map((t, i) => ({ userId: t.userId, displayName: t.displayName, ruleset: rulesets[i]! })),
+      );
       const threadId = threadIdOf(pdu);
-      for (const t of targets) {
-        if (ignoring.has(t.userId)) continue;
-        const ruleset = await this.hs.services.pushRules.getRuleset(t.userId);
-        const ctx: PushContext = {
-          userId: t.userId,
-          displayName: t.displayName,
-          roomMemberCount: facts.memberCount,
-          senderPowerLevel,
-          notificationPowerLevels: facts.notificationLevels,
-        };
-        const result = evaluatePushRules(ruleset, { ...pdu, event_id: ev.eventId }, ctx);
-        if (!result || !actionsNotify(result.actions)) continue;
+      evaluated.forEach((t, i) => {
+        const result = results[i];
+        if (!result || !actionsNotify(result.actions)) return;
+        let encoded = actionsJson.get(result.actions);
+        if (!encoded) actionsJson.set(result.actions, (encoded = { json: JSON.stringify(result.actions), highlight: actionsHighlight(result.actions) }));
         rows.push({
           user_id: t.userId,
           event_id: ev.eventId,
           room_id: ev.roomId,
           stream_ordering: ev.streamOrdering,
           thread_id: threadId,
-          highlight: actionsHighlight(result.actions),
-          actions: JSON.stringify(result.actions),
+          highlight: encoded.highlight,
+          actions: encoded.json,
           ts: pdu.origin_server_ts,
           stream_id: 0,
         });
-      }
+      });
     }
     if (rows.length === 0) return;
     await this.write(rows);
@@ -228,20 +238,46 @@ export class NotificationService {
   }
 
   private async writeBatch(rows: EventPushActionsTable[]): Promise<void> {
-    const position = await orderedWrite(this.hs.db, PUSH_ACTIONS_STREAM, async (tx, _next, nextMany) => {
-      // One round trip for all positions: a message in a big room writes a row per member.
-      const ids = await nextMany(rows.length);
-      rows.forEach((r, i) => (r.stream_id = ids[i]!));
-      const last = ids.at(-1)!;
-      // One parameter per column (unnest), not per value: a busy room writes thousands of rows a second.
-      const c = <K extends keyof EventPushActionsTable>(k: K) => rows.map((r) => r[k]);
-      await sql`insert into event_push_actions (user_id, event_id, room_id, stream_ordering, thread_id, highlight, actions, ts, stream_id)
-        select * from unnest(${c('user_id')}::text[], ${c('event_id')}::text[], ${c('room_id')}::text[], ${c('stream_ordering')}::bigint[],
-          ${c('thread_id')}::text[], ${c('highlight')}::boolean[], ${c('actions')}::text[], ${c('ts')}::bigint[], ${c('stream_id')}::bigint[])
-        on conflict (user_id, event_id) do nothing`.execute(tx);
-      return last;
+    // A busy room writes a row per member per message (tens of thousands a second): send each distinct
+    // user, event and actions value once, and per row only three small integers (array literals built
+    // here: pg's per-element escaping of thousands of strings cost more than the evaluation).
+    const users = new Indexed<string>();
+    const events = new Indexed<string>();
+    const actions = new Indexed<string>();
+    const eventRows: EventPushActionsTable[] = [];
+    const highlights: boolean[] = [];
+    const u: number[] = [];
+    const e: number[] = [];
+    const a: number[] = [];
+    for (const r of rows) {
+      u.push(users.index(r.user_id));
+      const ei = events.index(r.event_id);
+      if (ei > eventRows.length) eventRows.push(r);
+      e.push(ei);
+      const ai = actions.index(r.actions);
+      if (ai > highlights.length) highlights.push(r.highlight);
+      a.push(ai);
+    }
+    const ints = (xs: number[]) => `{${xs.join(',')}}`;
+    const ev = <K extends keyof EventPushActionsTable>(k: K) => eventRows.map((r) => r[k]);
+    const position = await orderedWrite(this.hs.db, PUSH_ACTIONS_STREAM, async (tx) => {
+      // Positions come from the stream's sequence under its lock (ordered-stream.ts), one per row.
+      const { rows: out } = await sql<{ last: string | number | null }>`
+        with ins as (
+          insert into event_push_actions (user_id, event_id, room_id, stream_ordering, thread_id, highlight, actions, ts, stream_id)
+          select (${users.values}::text[])[r.u], (${events.values}::text[])[r.e], (${ev('room_id')}::text[])[r.e],
+            (${ev('stream_ordering')}::bigint[])[r.e], (${ev('thread_id')}::text[])[r.e], (${highlights}::boolean[])[r.a],
+            (${actions.values}::text[])[r.a], (${ev('ts')}::bigint[])[r.e], nextval('push_actions_stream_seq')
+          from unnest(${ints(u)}::int[], ${ints(e)}::int[], ${ints(a)}::int[]) with ordinality as r(u, e, a, n)
+          order by r.n
+          on conflict (user_id, event_id) do nothing
+          returning stream_id
+        )
+        select max(stream_id) as last from ins`.execute(tx);
+      return out[0]?.last == null ? null : Number(out[0].last);
     });
-    await Promise.all([...new Set(rows.map((r) => r.user_id))].map((u) => this.hs.bus.publish(`user:${u}`, { stream: 'unread', position })));
+    if (position === null) return; // all already written (a re-run evaluation)
+    await Promise.all(users.values.map((user) => this.hs.bus.publish(`user:${user}`, { stream: 'unread', position })));
   }
 
   /** Which of `users` have `sender` in their m.ignored_user_list. */
@@ -367,6 +403,20 @@ export class NotificationService {
       streamOrdering: Number(r.stream_ordering),
     }));
     return more ? { items, next: items.at(-1)!.streamOrdering } : { items };
+  }
+}
+
+/** Distinct values with their 1-based positions (PostgreSQL array subscripts). */
+class Indexed<T> {
+  readonly values: T[] = [];
+  private readonly positions = new Map<T, number>();
+  index(v: T): number {
+    let i = this.positions.get(v);
+    if (i === undefined) {
+      this.values.push(v);
+      this.positions.set(v, (i = this.values.length));
+    }
+    return i;
   }
 }
 

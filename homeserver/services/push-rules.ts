@@ -76,6 +76,14 @@ export class PushRuleService {
     return ruleset;
   }
 
+  /** getRuleset for several users, in order; one wait for all, only for those not cached (push evaluation of a whole room). */
+  async getRulesets(userIds: readonly string[]): Promise<Ruleset[]> {
+    const out: Array<Ruleset | undefined> = userIds.map((u) => this.cache.get(u));
+    const missing = out.flatMap((r, i) => (r ? [] : [i]));
+    if (missing.length > 0) await Promise.all(missing.map(async (i) => (out[i] = await this.getRuleset(userIds[i]!))));
+    return out as Ruleset[];
+  }
+
   /** Read-modify-write of the stored ruleset under the account data lock. `fn` may throw a MatrixError (nothing is written). */
   private async modify(userId: string, fn: (ruleset: Ruleset) => Ruleset): Promise<void> {
     await this.accountData.update(userId, null, PUSH_RULES_TYPE, (current) => {
