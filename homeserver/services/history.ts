@@ -85,11 +85,12 @@ export class HistoryService {
    * The state of a room at a pagination token (/members `at`): the state after the latest event at or
    * before the token's position, but never past `maxStream` (where the reader left).
    */
-  async stateAtToken(roomId: string, token: string, maxStream: number): Promise<StateMap<string> | undefined> {
+  /** The state after the last event at or before `token`, with that event's id (for visibility checks). */
+  async stateAtToken(roomId: string, token: string, maxStream: number): Promise<{ state: StateMap<string>; eventId: string } | undefined> {
     const pos = await this.parseToken(roomId, token);
     let q = this.hs.db
       .selectFrom('events')
-      .select(['state_group'])
+      .select(['state_group', 'event_id'])
       .where('room_id', '=', roomId)
       .where('outlier', '=', false)
       .where('rejected_reason', 'is', null)
@@ -102,7 +103,7 @@ export class HistoryService {
     if (Number.isFinite(maxStream)) q = q.where('stream_ordering', '<=', maxStream);
     const row = await q.executeTakeFirst();
     if (!row?.state_group) return undefined;
-    return (await this.hs.services.rooms.writer.stateGroups.get(row.state_group)).state;
+    return { state: (await this.hs.services.rooms.writer.stateGroups.get(row.state_group)).state, eventId: row.event_id };
   }
 
   /**

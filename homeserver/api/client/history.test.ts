@@ -240,6 +240,17 @@ test('/members at a token, with membership and not_membership; /joined_members a
   // At a token from before bob joined, only alice was there.
   assert.deepEqual(await members(`?at=${enc(early.start)}`), [`${alice.userId}:join`]);
   assert.equal((await alice.call('GET', `/rooms/${enc(roomId)}/members?at=garbage`)).status, 400);
+  // History visibility: in a `joined` room, a late joiner gets nothing from a token before their join.
+  const closed = await alice.createRoom({ preset: 'public_chat' });
+  await alice.ok('PUT', `/rooms/${enc(closed)}/state/m.room.history_visibility`, { history_visibility: 'joined' });
+  await join(bob, closed);
+  const before = await alice.ok('GET', `/rooms/${enc(closed)}/messages?dir=b&limit=1`);
+  const dave = await newClient(s, 'dave_members_at');
+  await join(dave, closed);
+  const late = async (q: string) => (await dave.ok('GET', `/rooms/${enc(closed)}/members${q}`)).chunk.length;
+  assert.equal(await late(`?at=${enc(before.start)}`), 0);
+  assert.equal(await late(''), 3);
+  assert.equal((await alice.ok('GET', `/rooms/${enc(closed)}/members?at=${enc(before.start)}`)).chunk.length, 2);
   const joined = await bob.ok('GET', `/rooms/${enc(roomId)}/joined_members`);
   assert.deepEqual(Object.keys(joined.joined).sort(), [alice.userId, bob.userId].sort());
   assert.ok((await bob.ok('GET', '/joined_rooms')).joined_rooms.includes(roomId));

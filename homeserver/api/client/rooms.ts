@@ -101,7 +101,12 @@ export function roomRoutes(api: Api, hs: Homeserver): void {
     if (!visible) throw forbidden('You are not a member of this room');
     if (typeof ctx.query.at === 'string') {
       const at = await hs.services.history.stateAtToken(ctx.params.roomId!, ctx.query.at, visible.upTo);
-      if (at) visible.state = at;
+      if (at) {
+        // History visibility applies to the room's state at that point too: a user who could not see
+        // the room then (e.g. before joining a `joined` room) gets no members from it.
+        const ev = await rooms().getEvent(at.eventId);
+        visible.state = ev && (await canSeeEvent(hs, ctx.state.requester!.userId, ev)) ? at.state : new Map();
+      }
     }
     const only = typeof ctx.query.membership === 'string' ? ctx.query.membership : undefined;
     const not = typeof ctx.query.not_membership === 'string' ? ctx.query.not_membership : undefined;
