@@ -5,13 +5,15 @@
 //
 // A waiter is registered before the request reads its stream positions: a write that commits after
 // the read publishes after it too, and finds the waiter (no lost wake-ups).
-import type { Bus } from '../runtime/bus.ts';
+import type { Bus, BusMessage } from '../runtime/bus.ts';
 
 export class Waiter {
   fired = false;
   /** Set while someone awaits the waiter. */
   resolve: (() => void) | null = null;
   timer: NodeJS.Timeout | null = null;
+  /** The highest `events` stream position a wake-up announced (0: none). */
+  eventsPosition = 0;
   readonly channels: string[];
   constructor(channels: string[]) {
     this.channels = channels;
@@ -44,7 +46,7 @@ export class SyncNotifier {
       let set = this.waiters.get(ch);
       if (!set) {
         this.waiters.set(ch, (set = new Set()));
-        this.unsubscribe.set(ch, this.bus.subscribe(ch, () => this.fire(ch)));
+        this.unsubscribe.set(ch, this.bus.subscribe(ch, (m) => this.fire(ch, m)));
       }
       set.add(w);
     }
@@ -52,10 +54,14 @@ export class SyncNotifier {
     return w;
   }
 
-  private fire(ch: string): void {
+  private fire(ch: string, m: BusMessage): void {
     const set = this.waiters.get(ch);
     if (!set) return;
-    for (const w of set) wake(w);
+    const events = m['stream'] === 'events' && typeof m['position'] === 'number' ? m['position'] : 0;
+    for (const w of set) {
+      if (events > w.eventsPosition) w.eventsPosition = events;
+      wake(w);
+    }
   }
 
   /** Waits until the waiter fires or `ms` pass. Returns true when woken. */

@@ -120,12 +120,25 @@ export class SyncService {
           if (remaining <= 0) return body;
           const woken = await this.notifier.wait(waiter, remaining);
           if (!woken || this.hs.stopping) return body;
+          // Events commit out of order across rooms: a room's wake-up may come while a lower position of
+          // another room is still in flight, so the stream has not reached it yet. No other wake-up
+          // will follow for this room: wait until the stream gets there, then build again.
+          await this.caughtUp(waiter.eventsPosition, deadline);
         } finally {
           if (waiter) this.notifier.release(waiter);
         }
       }
     } finally {
       if (counted) presence!.syncEnded(requester.userId);
+    }
+  }
+
+  /** Resolves once the events stream reaches `position` (or the deadline passes). */
+  private async caughtUp(position: number, deadline: number): Promise<void> {
+    const rooms = this.hs.services.rooms;
+    for (let pause = 2; position > 0 && Date.now() < deadline && !this.hs.stopping; pause = Math.min(pause * 2, 50)) {
+      if ((await rooms.currentStreamPosition()) >= position) return;
+      await new Promise((r) => setTimeout(r, pause));
     }
   }
 

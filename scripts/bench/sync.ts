@@ -8,6 +8,7 @@
 // is single-threaded WASM sharing the cores with the clients — and say so; AXON_BENCH_SYNC_FULL=1 forces
 // the full scale. Set AXON_BENCH_DATABASE_URL (and optionally AXON_BENCH_REDIS_URL) for PostgreSQL.
 import { fork } from 'node:child_process';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { startTestServer, type TestServer } from '../../homeserver/testing.ts';
@@ -36,7 +37,7 @@ async function startServer(): Promise<TestServer> {
   if (process.env.AXON_BENCH_REDIS_URL) process.env.AXON_TEST_REDIS_URL = process.env.AXON_BENCH_REDIS_URL;
   // A production-sized pool (tests use 5): 1,000 clients share it.
   return startTestServer({
-    config: { database: { pool_size: POOL }, presence: { enabled: true, idle_timeout_ms: 300_000, offline_timeout_ms: 30_000 } },
+    config: { database: { pool_size: POOL }, presence: { enabled: process.env.AXON_BENCH_SYNC_PRESENCE !== '0', idle_timeout_ms: 300_000, offline_timeout_ms: 30_000 } },
   });
 }
 
@@ -94,13 +95,15 @@ async function deliveryLatency(): Promise<void> {
       tokens.push(...(await Promise.all(users.slice(i, i + 50).map(async (u) => (await syncCall(s.baseUrl, u.token, `filter=${filter}&timeout=0`)).next_batch as string))));
     }
     let syncErrors = 0;
+    let responses = 0;
     let firstError = '';
+    // Long-polls of 30 s, as clients use (Element asks for 30 s): idle users cost a wake-up per 30 s.
     const loops = users.map(async (u, i) => {
       let since = tokens[i]!;
       while (running) {
         let body: Record<string, any>;
         try {
-          body = await syncCall(s.baseUrl, u.token, `filter=${filter}&timeout=5000&since=${encodeURIComponent(since)}`);
+          body = await syncCall(s.baseUrl, u.token, `filter=${filter}&timeout=30000&since=${encodeURIComponent(since)}`);
         } catch (err) {
           // Counted and printed: a failed long-poll is a delivery the figure must not quietly drop.
           if (syncErrors++ === 0) firstError = String((err as Error).message).slice(0, 200);
@@ -109,6 +112,7 @@ async function deliveryLatency(): Promise<void> {
         }
         const now = performance.now();
         since = body.next_batch;
+        responses++;
         for (const room of Object.values(body.rooms?.join ?? {}) as any[]) {
           for (const e of room.timeline.events) {
             const t = sentAt.get(e.content?.body);
@@ -117,12 +121,25 @@ async function deliveryLatency(): Promise<void> {
         }
       }
     });
-    await new Promise((r) => setTimeout(r, 500));
+    // Steady state first: every user coming online announces presence to their room-mates, whose
+    // long-polls answer; measure once the long-polls have been quiet for a second (at most a minute).
+    const settleStart = performance.now();
+    for (let last = -1, quietSince = performance.now(); performance.now() - settleStart < 60_000; ) {
+      await new Promise((r) => setTimeout(r, 100));
+      if (responses !== last) {
+        last = responses;
+        quietSince = performance.now();
+      } else if (performance.now() - quietSince >= 1_000) break;
+    }
+    console.log(`    settled after ${((performance.now() - settleStart) / 1000).toFixed(1)} s (${responses} long-poll answers while users came online)`);
+    const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    loopDelay.enable();
     const total = RATE * SECONDS;
     const start = performance.now();
     const sends: Promise<unknown>[] = [];
     let sendErrors = 0;
     let firstSendError = '';
+    const sendTimes: number[] = [];
     for (let i = 0; i < total; i++) {
       const due = start + (i * 1000) / RATE;
       const wait = due - performance.now();
@@ -139,6 +156,7 @@ async function deliveryLatency(): Promise<void> {
           .then(async (res) => {
             if (!res.ok) sendErrors++;
             await res.arrayBuffer();
+            sendTimes.push(performance.now() - sentAt.get(body)!);
           })
           .catch((err: Error) => {
             if (sendErrors++ === 0) firstSendError = `${err.message} (${String((err.cause as Error | undefined)?.message ?? err.cause)})`;
@@ -161,6 +179,10 @@ async function deliveryLatency(): Promise<void> {
       `(a) delivery latency, ${USERS} long-polling users, ${ROOMS} rooms × ${perRoom} members, ${RATE} msg/s for ${SECONDS} s (achieved ${achieved.toFixed(0)} msg/s)${full ? '' : ' [scaled down: PGlite]'}`,
     );
     console.log(`    p50 ${pct(latencies, 50).toFixed(1)} ms, p99 ${pct(latencies, 99).toFixed(1)} ms, max ${pct(latencies, 100).toFixed(1)} ms over ${latencies.length}/${expected} deliveries   target: p99 < 50 ms on PostgreSQL`);
+    loopDelay.disable();
+    console.log(`    (event loop delay of the process — server and clients: p50 ${(loopDelay.percentile(50) / 1e6).toFixed(1)} ms, p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} ms, max ${(loopDelay.max / 1e6).toFixed(1)} ms)`);
+    sendTimes.sort((a, b) => a - b);
+    console.log(`    (the send itself, PUT → 200: p50 ${pct(sendTimes, 50).toFixed(1)} ms, p99 ${pct(sendTimes, 99).toFixed(1)} ms)`);
     if (sendErrors > 0) console.log(`    ${sendErrors} sends failed (first: ${firstSendError || 'non-2xx'})`);
     if (syncErrors > 0) console.log(`    ${syncErrors} failed long-polls (first: ${firstError})`);
   } finally {
