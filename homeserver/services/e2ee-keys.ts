@@ -102,10 +102,62 @@ export interface ParsedCrossSigningKey {
   json: Json;
 }
 
+/** Bus channel telling every process that a device's one-time/fallback keys changed: `{ userId, deviceId }`. */
+const KEY_COUNTS_CHANNEL = 'e2ee:key-counts';
+/** A cached count is re-read after this long even without an invalidation (a bus message lost while Redis reconnects). */
+const KEY_COUNTS_TTL_MS = 60_000;
+const KEY_COUNTS_MAX_ENTRIES = 100_000;
+
+interface KeyCounts {
+  counts: Record<string, number>;
+  fallbacks: string[];
+}
+
 export class E2eeKeysService {
   private readonly hs: Homeserver;
+  /**
+   * Per device (user\0device): its one-time key counts and unused fallback key types, which every
+   * /sync response carries. Only this service writes the key tables; after each write that changes
+   * them it drops the entry here and publishes on KEY_COUNTS_CHANNEL, so other processes drop theirs.
+   */
+  private readonly keyCounts = new Map<string, KeyCounts & { expires: number }>();
+  /** Bumped by every invalidation: a read that overlapped one is not cached (it may predate the write). */
+  private keyCountsEpoch = 0;
   constructor(hs: Homeserver) {
     this.hs = hs;
+    hs.bus.subscribe(KEY_COUNTS_CHANNEL, (msg) => {
+      if (typeof msg.userId === 'string' && typeof msg.deviceId === 'string') this.dropKeyCounts(msg.userId, msg.deviceId);
+    });
+  }
+
+  /** device_one_time_keys_count and device_unused_fallback_key_types for a /sync response. */
+  async syncKeyCounts(userId: string, deviceId: string): Promise<KeyCounts> {
+    const k = `${userId}\u0000${deviceId}`;
+    const now = Date.now();
+    let hit = this.keyCounts.get(k);
+    if (!hit || hit.expires <= now) {
+      const epoch = this.keyCountsEpoch;
+      const [counts, fallbacks] = await Promise.all([this.oneTimeKeyCounts(userId, deviceId), this.unusedFallbackKeyTypes(userId, deviceId)]);
+      hit = { counts, fallbacks, expires: now + KEY_COUNTS_TTL_MS };
+      if (epoch === this.keyCountsEpoch) {
+        if (this.keyCounts.size >= KEY_COUNTS_MAX_ENTRIES) this.keyCounts.clear();
+        this.keyCounts.set(k, hit);
+      }
+    }
+    return { counts: { ...hit.counts }, fallbacks: [...hit.fallbacks] };
+  }
+
+  private dropKeyCounts(userId: string, deviceId: string): void {
+    this.keyCountsEpoch++;
+    this.keyCounts.delete(`${userId}\u0000${deviceId}`);
+  }
+
+  /** After a committed write to the device's one-time or fallback keys: here at once, elsewhere through the bus. */
+  private async keyCountsChanged(devices: Array<{ userId: string; deviceId: string }>): Promise<void> {
+    for (const d of devices) this.dropKeyCounts(d.userId, d.deviceId);
+    for (const d of devices) {
+      await this.hs.bus.publish(KEY_COUNTS_CHANNEL, { userId: d.userId, deviceId: d.deviceId }).catch((err: unknown) => this.hs.logger.warn({ err }, 'key count invalidation failed'));
+    }
   }
 
   // ---- /keys/upload -----------------------------------------------------------------------------
@@ -206,6 +258,7 @@ export class E2eeKeysService {
       }
       return counts;
     });
+    if (otks.length > 0 || fallbacks.length > 0) await this.keyCountsChanged([{ userId, deviceId }]);
     if (keysChanged) await notifyKeysChanged(this.hs, userId);
     return { one_time_key_counts: counts };
   }
@@ -423,6 +476,9 @@ export class E2eeKeysService {
           returning f.user_id, f.device_id, f.algorithm, f.key_id, f.key_json`.execute(this.hs.db);
         for (const r of fb.rows) put(r.user_id, r.device_id, r.algorithm, r.key_id, r.key_json);
       }
+      const touched = new Map<string, { userId: string; deviceId: string }>();
+      for (const [u, ds] of Object.entries(out)) for (const d of Object.keys(ds)) touched.set(`${u}\u0000${d}`, { userId: u, deviceId: d });
+      await this.keyCountsChanged([...touched.values()]);
     }
     return { one_time_keys: out, failures };
   }
@@ -642,6 +698,7 @@ export class E2eeKeysService {
       await tx.deleteFrom('e2e_cross_signing_signatures').where('signer_user_id', '=', userId).where('signer_key_id', 'in', deviceIds.map((d) => `ed25519:${d}`)).execute();
       if (del.length > 0) await recordDeviceListChanges(tx, [{ kind: 'keys', userId }]);
     });
+    await this.keyCountsChanged(deviceIds.map((deviceId) => ({ userId, deviceId })));
     await notifyKeysChanged(this.hs, userId);
   }
 }

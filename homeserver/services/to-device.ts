@@ -75,6 +75,13 @@ export class ToDeviceService {
   private readonly hs: Homeserver;
   /** Tests lower this to see the backlog policy at work. */
   maxPendingPerDevice = MAX_PENDING_PER_DEVICE;
+  /**
+   * Per device (user\0device): a position its inbox's acked_seq is known to have reached. acked_seq
+   * only ever grows (greatest(...) below), so a lower bound seen here stays true whatever other
+   * processes do, and an acknowledgement at or below it has nothing to do: a long-poll re-syncing with
+   * an unchanged to_device position costs no statement.
+   */
+  private readonly ackedAtLeast = new Map<string, number>();
   constructor(hs: Homeserver) {
     this.hs = hs;
   }
@@ -173,6 +180,11 @@ export class ToDeviceService {
   async currentPosition(userId: string, deviceId: string): Promise<number> {
     const inbox = await this.hs.db.selectFrom('to_device_inbox').select(['last_seq', 'acked_seq']).where('user_id', '=', userId).where('device_id', '=', deviceId).executeTakeFirst();
     if (!inbox) return 0;
+    const acked = Number(inbox.acked_seq);
+    this.noteAcked(userId, deviceId, acked);
+    // At most last_seq - acked_seq messages are pending (fewer when the backlog policy dropped some):
+    // when that is within one response, the cap below is last_seq itself.
+    if (Number(inbox.last_seq) - acked <= MAX_PER_SYNC) return Number(inbox.last_seq);
     const cap = await this.hs.db
       .selectFrom('to_device_messages')
       .select('seq')
@@ -204,6 +216,7 @@ export class ToDeviceService {
 
   /** The client synced with a token at `position`: it has everything up to there, which is deleted. */
   async acknowledge(userId: string, deviceId: string, position: number): Promise<void> {
+    if (position <= 0 || (this.ackedAtLeast.get(`${userId}\u0000${deviceId}`) ?? 0) >= position) return;
     const r = await this.hs.db
       .updateTable('to_device_inbox')
       .set({ acked_seq: sql<number>`greatest(acked_seq, ${position}::bigint)` })
@@ -213,6 +226,15 @@ export class ToDeviceService {
       .executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) return;
     await this.hs.db.deleteFrom('to_device_messages').where('user_id', '=', userId).where('device_id', '=', deviceId).where('seq', '<=', position).execute();
+    this.noteAcked(userId, deviceId, position);
+  }
+
+  private noteAcked(userId: string, deviceId: string, position: number): void {
+    const k = `${userId}\u0000${deviceId}`;
+    if ((this.ackedAtLeast.get(k) ?? 0) >= position) return;
+    // Only an optimisation: forgetting everything now and then keeps the map bounded.
+    if (this.ackedAtLeast.size >= 100_000) this.ackedAtLeast.clear();
+    this.ackedAtLeast.set(k, position);
   }
 
   /** A deleted device's pending messages go (its inbox row stays, so its positions never go backwards). */

@@ -30,6 +30,8 @@ function deviceListsStream(hs: Homeserver, keys: E2eeKeysService): SyncStream {
   return {
     name: 'device_lists',
     currentPosition: (_requester: Requester) => deviceListPosition(hs.db),
+    // Read with the other table-backed positions in the sync engine's one query.
+    positionOf: { table: 'e2e_device_list_changes', column: 'stream_id' },
     async collect(info: SyncRequestInfo): Promise<SyncContribution> {
       const { userId, deviceId } = info.requester;
       const top: Record<string, unknown> = {};
@@ -39,7 +41,8 @@ function deviceListsStream(hs: Homeserver, keys: E2eeKeysService): SyncStream {
         if (lists.changed.length > 0 || lists.left.length > 0) top.device_lists = lists;
       }
       if (deviceId) {
-        const [counts, fallbacks] = await Promise.all([keys.oneTimeKeyCounts(userId, deviceId), keys.unusedFallbackKeyTypes(userId, deviceId)]);
+        // Cached per device (invalidated on upload, claim and deletion): every sync carries them.
+        const { counts, fallbacks } = await keys.syncKeyCounts(userId, deviceId);
         top.device_one_time_keys_count = counts;
         top.device_unused_fallback_key_types = fallbacks;
       }
