@@ -8,6 +8,7 @@
 //
 // After the test body the clients are stopped, the server is stopped, and any response that did not
 // conform to the spec fails the test (listing method, path, status and each field error).
+import { createHook, type AsyncHook } from 'node:async_hooks';
 import { createClient, type MatrixClient } from 'matrix-js-sdk';
 import type { Logger } from 'matrix-js-sdk/lib/logger.js';
 import { SpecValidator } from './openapi.ts';
@@ -34,6 +35,25 @@ export interface HarnessOptions {
   allowViolations?: boolean;
 }
 
+// matrix-js-sdk arms a setTimeout for every request's local timeout (http-api/utils.js timeoutSignal)
+// and never clears it, so a stopped client still holds the process open for up to ~2 minutes (the
+// long-poll's timeout). The harness notes the timers made while a journey runs and unrefs them once its
+// clients are stopped: they still fire if the process lives on, but no longer keep it alive.
+const liveTimers = new Set<{ unref(): unknown }>();
+let timerHook: AsyncHook | null = null;
+function watchTimers(): void {
+  timerHook ??= createHook({
+    init(_id, type, _trigger, resource) {
+      if (type === 'Timeout') liveTimers.add(resource as { unref(): unknown });
+    },
+    destroy() {},
+  }).enable();
+}
+function releaseTimers(): void {
+  for (const t of liveTimers) t.unref();
+  liveTimers.clear();
+}
+
 let validatorPromise: Promise<SpecValidator> | null = null;
 
 /** The spec validator, loaded once per process. */
@@ -51,6 +71,7 @@ function sdkLogger(): Logger | undefined {
 }
 
 export async function withHarness(fn: (h: Harness) => Promise<void>, opts: HarnessOptions = {}): Promise<void> {
+  watchTimers();
   const validator = await sharedValidator();
   const { startTestServer } = await import('../homeserver/testing.ts');
   const server = await startTestServer(opts.server);
@@ -87,6 +108,7 @@ export async function withHarness(fn: (h: Harness) => Promise<void>, opts: Harne
       }
     }
     await server.stop();
+    releaseTimers();
   }
   if (!opts.allowViolations) checkingFetch.assertNoViolations();
 }
