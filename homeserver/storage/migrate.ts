@@ -33,10 +33,27 @@ export async function runMigrations(db: Db, logger: Logger, schema: string | nul
     allowUnorderedMigrations: true,
     ...(schema ? { migrationTableSchema: schema } : {}),
   });
-  const { error, results } = await migrator.migrateToLatest();
-  for (const r of results ?? []) {
-    if (r.status === 'Success') logger.info({ migration: r.migrationName }, 'migration applied');
-    else if (r.status === 'Error') logger.error({ migration: r.migrationName }, 'migration failed');
+  for (let attempt = 1; ; attempt++) {
+    const { error, results } = await migrator.migrateToLatest();
+    for (const r of results ?? []) {
+      if (r.status === 'Success') logger.info({ migration: r.migrationName }, 'migration applied');
+      else if (r.status === 'Error') logger.error({ migration: r.migrationName }, 'migration failed');
+    }
+    if (!error) return;
+    // kysely's introspection reads every schema of the database; one dropped meanwhile (another test
+    // server's, or an admin's) fails it with invalid_schema_name. Nothing was applied (the migrations
+    // run in one transaction), so try again.
+    if (attempt < 5 && isOtherSchemaGone(error, schema)) {
+      logger.warn({ err: (error as Error).message, attempt }, 'a schema vanished during migration introspection; retrying');
+      await new Promise((r) => setTimeout(r, 50 * attempt));
+      continue;
+    }
+    throw error;
   }
-  if (error) throw error;
+}
+
+function isOtherSchemaGone(error: unknown, ours: string | null): boolean {
+  const e = error as { code?: unknown; message?: unknown };
+  if (e?.code !== '3F000' || typeof e.message !== 'string') return false;
+  return ours === null || !e.message.includes(`"${ours}"`);
 }
