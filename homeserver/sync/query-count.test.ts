@@ -7,10 +7,14 @@ import assert from 'node:assert/strict';
 import { startTestServer } from '../testing.ts';
 import { TestUser } from './test-client.ts';
 
-/** Statements an idle incremental sync of a user with a device, keys and one joined room may cost. */
-const IDLE_SYNC_QUERY_BUDGET = 3;
+/**
+ * Statements an idle incremental sync of a user with a device, keys and one joined room may cost: the
+ * positions, the to-device inbox, the memberships — plus, on PostgreSQL with several writers
+ * (storage/stream.ts), the events position, which one process alone keeps in memory.
+ */
+const IDLE_SYNC_QUERY_BUDGET = 4;
 /** The same sync when one new message is waiting in the room (what a woken long-poll rebuilds). */
-const ONE_MESSAGE_SYNC_QUERY_BUDGET = 9;
+const ONE_MESSAGE_SYNC_QUERY_BUDGET = 10;
 
 test('an idle incremental sync stays within its query budget', async () => {
   const server = await startTestServer();
@@ -56,6 +60,8 @@ test('an idle incremental sync stays within its query budget', async () => {
 
     // One new message: the rebuild a long-poll woken by it runs.
     await bob.send(roomId, 'hello');
+    // Its push actions are written after the send's commit; those statements are the send's, not the sync's.
+    await server.hs.services.notifications.settled();
     const woken = await counted(() => alice.sync({ since: s3.next_batch, timeout: 0 }));
     assert.equal(woken.result.rooms.join[roomId].timeline.events.at(-1).content.body, 'hello');
     if (process.env.AXON_TEST_PRINT_QUERIES) console.log(woken.queries.length, woken.queries.map((q) => q.replace(/\s+/g, ' ').slice(0, 160)));
