@@ -6,52 +6,16 @@
 // harness's spec validator.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ClientEvent, MsgType, createClient, type MatrixClient, type MatrixEvent } from 'matrix-js-sdk';
+import { MsgType, createClient, type MatrixClient, type MatrixEvent } from 'matrix-js-sdk';
 import type { Logger } from 'matrix-js-sdk/lib/logger.js';
-import { logger as sdkLogger } from 'matrix-js-sdk/lib/logger.js';
 import { CryptoEvent, VerificationPhase, VerifierEvent, type ShowSasCallbacks, type VerificationRequest } from 'matrix-js-sdk/lib/crypto-api/index.js';
 import { withHarness, type Harness } from './harness.ts';
+import { PASSWORD, registerWithDummy, startSyncing, waitUntil, type Credentials } from './journey-kit.ts';
 
-// matrix-js-sdk logs through a global logger besides the per-client one the harness silences (room
-// and RTC session logs, send queue): silence it too unless AXON_CONFORMANCE_LOG is set.
-if (!process.env.AXON_CONFORMANCE_LOG) {
-  const l = sdkLogger as unknown as { methodFactory: () => () => void; rebuild(): void };
-  l.methodFactory = () => () => {};
-  l.rebuild();
-}
-// The SDK arms a long timer for every request (its local timeout) and never clears it, so a finished
-// run would wait up to two minutes for them to fire. Unref long timers so the process exits on time.
-const realSetTimeout = globalThis.setTimeout;
-globalThis.setTimeout = ((fn: (...args: unknown[]) => void, ms?: number, ...args: unknown[]) => {
-  const t = realSetTimeout(fn, ms, ...args);
-  if ((ms ?? 0) >= 30_000) t.unref();
-  return t;
-}) as typeof setTimeout;
-
-const PW = 'correct horse battery staple';
+const PW = PASSWORD;
 const ENCRYPTION = { type: 'm.room.encryption', state_key: '', content: { algorithm: 'm.megolm.v1.aes-sha2' } };
 
-async function waitUntil<T>(what: string, fn: () => T | undefined | null | false | Promise<T | undefined | null | false>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function register(h: Harness, username: string): Promise<{ userId: string; accessToken: string; deviceId: string }> {
-  const anon = h.newClient();
-  let session: string | undefined;
-  try {
-    await anon.registerRequest({ username, password: PW });
-  } catch (err) {
-    session = (err as { data?: { session?: string } }).data?.session;
-  }
-  const r = await anon.registerRequest({ username, password: PW, auth: { type: 'm.login.dummy', session } as never });
-  return { userId: r.user_id, accessToken: r.access_token!, deviceId: r.device_id! };
-}
+const register = (h: Harness, username: string): Promise<Credentials> => registerWithDummy(h.newClient(), username);
 
 async function login(h: Harness, userId: string): Promise<{ userId: string; accessToken: string; deviceId: string }> {
   const r = await h.newClient().loginRequest({ type: 'm.login.password', identifier: { type: 'm.id.user', user: userId }, password: PW } as never);
@@ -62,18 +26,7 @@ async function login(h: Harness, userId: string): Promise<{ userId: string; acce
 async function startCrypto(h: Harness, creds: { userId: string; accessToken: string; deviceId: string }, client?: MatrixClient): Promise<MatrixClient> {
   const c = client ?? h.newClient(creds.userId, creds.accessToken, creds.deviceId);
   await c.initRustCrypto({ useIndexedDB: false });
-  const prepared = new Promise<void>((resolve) => {
-    const on = (state: string) => {
-      if (state === 'PREPARED' || state === 'SYNCING') {
-        c.off(ClientEvent.Sync, on);
-        resolve();
-      }
-    };
-    c.on(ClientEvent.Sync, on);
-  });
-  await c.startClient({ initialSyncLimit: 20 });
-  await prepared;
-  return c;
+  return startSyncing(c);
 }
 
 /** The decrypted body of the message in `roomId` with this text, once `c` has it (fails on a decryption failure). */

@@ -10,7 +10,7 @@
 // conform to the spec fails the test (listing method, path, status and each field error).
 import { createHook, type AsyncHook } from 'node:async_hooks';
 import { createClient, type MatrixClient } from 'matrix-js-sdk';
-import type { Logger } from 'matrix-js-sdk/lib/logger.js';
+import { logger as globalSdkLogger, type Logger } from 'matrix-js-sdk/lib/logger.js';
 import { SpecValidator } from './openapi.ts';
 import { createCheckingFetch, type CheckingFetch, type CheckingFetchOptions } from './recording-fetch.ts';
 
@@ -52,6 +52,14 @@ function watchTimers(): void {
 function releaseTimers(): void {
   for (const t of liveTimers) t.unref();
   liveTimers.clear();
+}
+
+// matrix-js-sdk also logs through a global logger besides the per-client one (room and RTC session
+// logs, send queue): silence it too unless AXON_CONFORMANCE_LOG is set.
+if (!process.env.AXON_CONFORMANCE_LOG) {
+  const l = globalSdkLogger as unknown as { methodFactory: () => () => void; rebuild(): void };
+  l.methodFactory = () => () => {};
+  l.rebuild();
 }
 
 let validatorPromise: Promise<SpecValidator> | null = null;

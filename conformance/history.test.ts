@@ -5,7 +5,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  ClientEvent,
   Direction,
   EventTimeline,
   MsgType,
@@ -18,19 +17,9 @@ import {
   type Room,
 } from 'matrix-js-sdk';
 import { withHarness, type Harness } from './harness.ts';
+import { registerWithDummy, startSyncing, waitUntil } from './journey-kit.ts';
 
-const PW = 'correct horse battery staple';
 const T = { timeout: 240_000 };
-
-async function waitUntil<T>(what: string, fn: () => T | undefined | null | false | Promise<T | undefined | null | false>, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 interface User {
   client: MatrixClient;
@@ -40,35 +29,14 @@ interface User {
 
 /** Registers a user; the client is not started (see `start`). */
 async function register(h: Harness, username: string): Promise<User> {
-  const anon = h.newClient();
-  let session: string | undefined;
-  try {
-    await anon.registerRequest({ username, password: PW });
-  } catch (err) {
-    session = (err as { data?: { session?: string } }).data?.session;
-  }
-  const r = await anon.registerRequest({ username, password: PW, auth: { type: 'm.login.dummy', session } as never });
-  const client = h.newClient(r.user_id, r.access_token!, r.device_id!);
+  const r = await registerWithDummy(h.newClient(), username);
+  const client = h.newClient(r.userId, r.accessToken, r.deviceId);
   // getEventTimeline (/context) needs timeline support.
   client.timelineSupport = true;
-  return { client, userId: r.user_id, token: r.access_token! };
+  return { client, userId: r.userId, token: r.accessToken };
 }
 
-async function start(u: User, initialSyncLimit = 20): Promise<MatrixClient> {
-  const c = u.client;
-  const ready = new Promise<void>((resolve) => {
-    const on = (state: string) => {
-      if (state === 'PREPARED' || state === 'SYNCING') {
-        c.off(ClientEvent.Sync, on);
-        resolve();
-      }
-    };
-    c.on(ClientEvent.Sync, on);
-  });
-  await c.startClient({ initialSyncLimit });
-  await ready;
-  return c;
-}
+const start = (u: User, initialSyncLimit = 20): Promise<MatrixClient> => startSyncing(u.client, initialSyncLimit);
 
 const room = (c: MatrixClient, roomId: string) => waitUntil(`${c.getUserId()} to have ${roomId}`, () => c.getRoom(roomId));
 const messages = (r: Room) => r.getLiveTimeline().getEvents().filter((e: MatrixEvent) => e.getType() === 'm.room.message');

@@ -8,51 +8,18 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import sharp from 'sharp';
-import { ClientEvent, createClient, type MatrixClient, type MatrixEvent } from 'matrix-js-sdk';
+import { createClient, type MatrixClient, type MatrixEvent } from 'matrix-js-sdk';
 import type { Logger } from 'matrix-js-sdk/lib/logger.js';
 import { withHarness, type Harness } from './harness.ts';
+import { registerWithDummy, startSyncing, waitUntil } from './journey-kit.ts';
 import { startTestServer } from '../homeserver/testing.ts';
 import { linkServers } from '../homeserver/testing-federation.ts';
 import { boundaryOf, parseMediaMultipart } from '../homeserver/services/media/multipart.ts';
 import { Readable } from 'node:stream';
 
-const PW = 'correct horse battery staple';
-
-async function waitUntil<T>(what: string, fn: () => T | undefined | null | false, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-async function registerWithDummy(anon: MatrixClient, username: string) {
-  let session: string | undefined;
-  try {
-    await anon.registerRequest({ username, password: PW });
-  } catch (err) {
-    session = (err as { data?: { session?: string } }).data?.session;
-  }
-  return anon.registerRequest({ username, password: PW, auth: { type: 'm.login.dummy', session } as never });
-}
-
 async function startUser(h: Harness, username: string): Promise<MatrixClient> {
   const r = await registerWithDummy(h.newClient(), username);
-  const c = h.newClient(r.user_id, r.access_token!, r.device_id!);
-  const ready = new Promise<void>((resolve) => {
-    const on = (state: string) => {
-      if (state === 'PREPARED' || state === 'SYNCING') {
-        c.off(ClientEvent.Sync, on);
-        resolve();
-      }
-    };
-    c.on(ClientEvent.Sync, on);
-  });
-  await c.startClient({ initialSyncLimit: 20 });
-  await ready;
-  return c;
+  return startSyncing(h.newClient(r.userId, r.accessToken, r.deviceId));
 }
 
 async function sharedRoom(alice: MatrixClient, bob: MatrixClient): Promise<string> {
@@ -185,7 +152,7 @@ test('a remote user on a second server downloads and thumbnails the media over f
         const logger: Logger = { trace: noop, debug: noop, info: noop, warn: noop, error: noop, getChild: () => logger };
         const anonA = createClient({ baseUrl: serverA.baseUrl, fetchFn: h.fetch, logger });
         const reg = await registerWithDummy(anonA, 'alice');
-        const alice = createClient({ baseUrl: serverA.baseUrl, fetchFn: h.fetch, logger, userId: reg.user_id, accessToken: reg.access_token!, deviceId: reg.device_id! });
+        const alice = createClient({ baseUrl: serverA.baseUrl, fetchFn: h.fetch, logger, userId: reg.userId, accessToken: reg.accessToken, deviceId: reg.deviceId });
         const png = await sharp({ create: { width: 64, height: 48, channels: 3, background: { r: 200, g: 40, b: 90 } } }).png().toBuffer();
         const up = await alice.uploadContent(new Blob([png], { type: 'image/png' }), { name: 'remote.png', type: 'image/png' });
         assert.match(up.content_uri, /^mxc:\/\/a\.test\//);

@@ -4,43 +4,13 @@
 // validated against the spec's OpenAPI definitions by the harness.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ClientEvent, NotificationCountType, PushRuleKind, ReceiptType, type MatrixClient, type MatrixEvent, type Room } from 'matrix-js-sdk';
+import { NotificationCountType, PushRuleKind, ReceiptType, type MatrixClient, type MatrixEvent, type Room } from 'matrix-js-sdk';
 import { withHarness, type Harness } from './harness.ts';
-
-const PW = 'correct horse battery staple';
-
-async function waitUntil<T>(what: string, fn: () => T | undefined | null | false | Promise<T | undefined | null | false>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+import { registerWithDummy, startSyncing, waitUntil } from './journey-kit.ts';
 
 async function startUser(h: Harness, username: string): Promise<MatrixClient> {
-  const anon = h.newClient();
-  let session: string | undefined;
-  try {
-    await anon.registerRequest({ username, password: PW });
-  } catch (err) {
-    session = (err as { data?: { session?: string } }).data?.session;
-  }
-  const r = await anon.registerRequest({ username, password: PW, auth: { type: 'm.login.dummy', session } as never });
-  const c = h.newClient(r.user_id, r.access_token!, r.device_id!);
-  const ready = new Promise<void>((resolve) => {
-    const on = (state: string) => {
-      if (state === 'PREPARED' || state === 'SYNCING') {
-        c.off(ClientEvent.Sync, on);
-        resolve();
-      }
-    };
-    c.on(ClientEvent.Sync, on);
-  });
-  await c.startClient({ initialSyncLimit: 20 });
-  await ready;
-  return c;
+  const r = await registerWithDummy(h.newClient(), username);
+  return startSyncing(h.newClient(r.userId, r.accessToken, r.deviceId));
 }
 
 const room = (c: MatrixClient, roomId: string) => waitUntil(`${c.getUserId()} to have ${roomId}`, () => c.getRoom(roomId));
