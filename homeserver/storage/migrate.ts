@@ -4,7 +4,7 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Migrator, type Migration, type MigrationProvider } from 'kysely';
+import { Migrator, sql, type Migration, type MigrationProvider } from 'kysely';
 import type { Logger } from 'pino';
 import type { Db } from './schema.ts';
 
@@ -23,37 +23,50 @@ class DirectoryMigrations implements MigrationProvider {
 }
 
 export async function runMigrations(db: Db, logger: Logger, schema: string | null = null): Promise<void> {
-  // With a schema, kysely must look for its migration tables there: otherwise it sees another schema's
-  // kysely_migration table (its introspection lists every schema), skips creating ours, and fails.
   // Each module owns a range of migration numbers (accounts 0010–0019, rooms 0030–0039, federation
   // 0090–0099 …), so a new migration can sort below one a database already has: apply it anyway.
   const migrator = new Migrator({
-    db,
+    db: withOwnSchemaIntrospection(db),
     provider: new DirectoryMigrations(),
     allowUnorderedMigrations: true,
     ...(schema ? { migrationTableSchema: schema } : {}),
   });
-  for (let attempt = 1; ; attempt++) {
-    const { error, results } = await migrator.migrateToLatest();
-    for (const r of results ?? []) {
-      if (r.status === 'Success') logger.info({ migration: r.migrationName }, 'migration applied');
-      else if (r.status === 'Error') logger.error({ migration: r.migrationName }, 'migration failed');
-    }
-    if (!error) return;
-    // kysely's introspection reads every schema of the database; one dropped meanwhile (another test
-    // server's, or an admin's) fails it with invalid_schema_name. Nothing was applied (the migrations
-    // run in one transaction), so try again.
-    if (attempt < 5 && isOtherSchemaGone(error, schema)) {
-      logger.warn({ err: (error as Error).message, attempt }, 'a schema vanished during migration introspection; retrying');
-      await new Promise((r) => setTimeout(r, 50 * attempt));
-      continue;
-    }
-    throw error;
+  const { error, results } = await migrator.migrateToLatest();
+  for (const r of results ?? []) {
+    if (r.status === 'Success') logger.info({ migration: r.migrationName }, 'migration applied');
+    else if (r.status === 'Error') logger.error({ migration: r.migrationName }, 'migration failed');
   }
+  if (error) throw error;
 }
 
-function isOtherSchemaGone(error: unknown, ours: string | null): boolean {
-  const e = error as { code?: unknown; message?: unknown };
-  if (e?.code !== '3F000' || typeof e.message !== 'string') return false;
-  return ours === null || !e.message.includes(`"${ours}"`);
+/**
+ * kysely's Migrator asks its introspector whether its tables exist, and the PostgreSQL introspector
+ * reads every table of every schema (with per-table function calls). That both finds another schema's
+ * kysely_migration table and fails when another schema is dropped meanwhile (several test servers, or
+ * several deployments, sharing one database). The Migrator only needs schema and table names, so it
+ * gets a view of `db` whose introspection lists the tables of the current schema (search_path) only.
+ */
+function withOwnSchemaIntrospection(db: Db): Db {
+  const introspection = {
+    async getSchemas() {
+      const r = await sql<{ name: string }>`select nspname as name from pg_namespace`.execute(db);
+      return r.rows;
+    },
+    async getTables() {
+      const r = await sql<{ name: string; schema: string }>`
+        select tablename as name, schemaname as schema from pg_tables where schemaname = current_schema()`.execute(db);
+      return r.rows.map((t) => ({ ...t, isView: false, columns: [] }));
+    },
+    async getMetadata() {
+      return { tables: await this.getTables() };
+    },
+  };
+  return new Proxy(db, {
+    get(target, prop) {
+      if (prop === 'introspection') return introspection;
+      const v = Reflect.get(target, prop, target) as unknown;
+      // kysely's classes keep their state in private fields: call methods on the real instance.
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
 }
