@@ -2,7 +2,7 @@
 // Every write takes a new position from a sequence; writes are serialised by a transaction-scoped
 // advisory lock so they commit in position order — a reader that has seen position N has seen every
 // write below N, even with several writer processes (no gaps to skip past).
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import type { Homeserver } from '../homeserver.ts';
 import type { Queryable } from '../storage/schema.ts';
 
@@ -129,10 +129,17 @@ export class AccountDataService {
   }
 
   async ignoredUsers(userId: string): Promise<Set<string>> {
-    const content = await this.get(userId, null, 'm.ignored_user_list');
-    const ignored = content?.ignored_users;
-    if (!ignored || typeof ignored !== 'object' || Array.isArray(ignored)) return new Set();
-    return new Set(Object.keys(ignored));
+    return ignoredFromContent(await this.get(userId, null, 'm.ignored_user_list'));
+  }
+
+  /** The user's m.ignored_user_list content (text, or null) as a scalar subquery, for a statement that reads several things at once. */
+  ignoredUsersColumn(userId: string): RawBuilder<unknown> {
+    return sql`(select content from account_data where user_id = ${userId} and room_id = '' and type = 'm.ignored_user_list')`;
+  }
+
+  /** ignoredUsers from what ignoredUsersColumn read. */
+  ignoredUsersFrom(value: unknown): Set<string> {
+    return ignoredFromContent(typeof value === 'string' ? (JSON.parse(value) as Record<string, unknown>) : null);
   }
 
   async isIgnoring(userId: string, other: string): Promise<boolean> {
@@ -164,4 +171,10 @@ export class AccountDataService {
       .executeTakeFirst();
     return row ? (JSON.parse(row.filter) as Record<string, unknown>) : null;
   }
+}
+
+function ignoredFromContent(content: Record<string, unknown> | null): Set<string> {
+  const ignored = content?.['ignored_users'];
+  if (!ignored || typeof ignored !== 'object' || Array.isArray(ignored)) return new Set();
+  return new Set(Object.keys(ignored));
 }

@@ -318,49 +318,57 @@ export class NotificationService {
     return orderedPosition(this.hs.db, PUSH_ACTIONS_STREAM);
   }
 
-  /** Rooms (of `roomIds`) where the user got new push actions in (since, upTo]. */
-  async roomsChanged(userId: string, since: number, upTo: number): Promise<Set<string>> {
-    if (upTo <= since) return new Set();
-    const rows = await this.hs.db
-      .selectFrom('event_push_actions')
-      .select('room_id')
-      .distinct()
-      .where('user_id', '=', userId)
-      .where('stream_id', '>', since)
-      .where('stream_id', '<=', upTo)
-      .execute();
-    return new Set(rows.map((r) => r.room_id));
-  }
-
-  /** Unread counts of the user in each of `roomIds` (rooms without unread rows are absent). */
-  async unreadCounts(userId: string, roomIds: readonly string[]): Promise<Map<string, RoomUnread>> {
-    const out = new Map<string, RoomUnread>();
-    if (roomIds.length === 0) return out;
-    const { rows } = await sql<{ room_id: string; thread_id: string; n: string; h: string }>`
-      with r as (
+  /**
+   * For /sync, in one statement: the unread counts of the user in `roomIds` and in every room whose
+   * push actions for the user changed in (changedSince.since, changedSince.upTo], and the set of those
+   * changed rooms (null changedSince: none asked).
+   */
+  async unreadFor(
+    userId: string,
+    roomIds: readonly string[],
+    changedSince: { since: number; upTo: number } | null,
+  ): Promise<{ counts: Map<string, RoomUnread>; changed: Set<string> }> {
+    const counts = new Map<string, RoomUnread>();
+    const changed = new Set<string>();
+    const since = changedSince ? changedSince.since : 0;
+    const upTo = changedSince && changedSince.upTo > changedSince.since ? changedSince.upTo : since;
+    if (roomIds.length === 0 && upTo <= since) return { counts, changed };
+    const { rows } = await sql<{ room_id: string; thread_id: string | null; n: string; h: string; changed: boolean }>`
+      with ch as (
+        select distinct room_id from event_push_actions
+        where user_id = ${userId} and stream_id > ${since} and stream_id <= ${upTo}
+      ), rs as (
+        select unnest(${[...roomIds]}::text[]) as room_id union select room_id from ch
+      ), r as (
         select room_id, thread_id, max(event_stream_ordering) as so from receipts
-        where user_id = ${userId} and receipt_type in ('m.read', 'm.read.private') and room_id = any(${[...roomIds]}::text[])
+        where user_id = ${userId} and receipt_type in ('m.read', 'm.read.private') and room_id in (select room_id from rs)
         group by room_id, thread_id
       )
-      select p.room_id, p.thread_id, count(*) as n, count(*) filter (where p.highlight) as h
+      select p.room_id, p.thread_id, count(*) as n, count(*) filter (where p.highlight) as h, false as changed
       from event_push_actions p
       left join r ru on ru.room_id = p.room_id and ru.thread_id = ''
       left join r rt on rt.room_id = p.room_id and rt.thread_id = p.thread_id
       left join room_memberships m on m.room_id = p.room_id and m.user_id = ${userId}
-      where p.user_id = ${userId} and p.room_id = any(${[...roomIds]}::text[])
+      where p.user_id = ${userId} and p.room_id in (select room_id from rs)
         and p.stream_ordering > coalesce(ru.so, 0) and p.stream_ordering > coalesce(rt.so, 0)
         and p.stream_ordering > coalesce(m.stream_ordering, 0)
-      group by p.room_id, p.thread_id`.execute(this.hs.db);
+      group by p.room_id, p.thread_id
+      union all
+      select room_id, null, 0, 0, true from ch`.execute(this.hs.db);
     for (const r of rows) {
-      let u = out.get(r.room_id);
-      if (!u) out.set(r.room_id, (u = { total: zero(), main: zero(), threads: new Map() }));
+      if (r.changed) {
+        changed.add(r.room_id);
+        continue;
+      }
+      let u = counts.get(r.room_id);
+      if (!u) counts.set(r.room_id, (u = { total: zero(), main: zero(), threads: new Map() }));
       const c = { notification_count: Number(r.n), highlight_count: Number(r.h) };
       u.total.notification_count += c.notification_count;
       u.total.highlight_count += c.highlight_count;
       if (r.thread_id === 'main') u.main = c;
-      else u.threads.set(r.thread_id, c);
+      else u.threads.set(r.thread_id!, c);
     }
-    return out;
+    return { counts, changed };
   }
 
   /** GET /notifications: newest first; `from` is the stream ordering to continue below. */

@@ -179,23 +179,29 @@ export class ToDeviceService {
    */
   async currentPosition(userId: string, deviceId: string): Promise<number> {
     const inbox = await this.hs.db.selectFrom('to_device_inbox').select(['last_seq', 'acked_seq']).where('user_id', '=', userId).where('device_id', '=', deviceId).executeTakeFirst();
-    if (!inbox) return 0;
+    return this.positionFromInbox(userId, deviceId, inbox ?? null);
+  }
+
+  /** currentPosition from the device's inbox row (read by the caller, e.g. in the sync engine's positions statement). */
+  async positionFromInbox(userId: string, deviceId: string, inbox: { last_seq: unknown; acked_seq: unknown } | null): Promise<number> {
+    if (!inbox || inbox.last_seq === null || inbox.last_seq === undefined) return 0;
     const acked = Number(inbox.acked_seq);
+    const last = Number(inbox.last_seq);
     this.noteAcked(userId, deviceId, acked);
     // At most last_seq - acked_seq messages are pending (fewer when the backlog policy dropped some):
     // when that is within one response, the cap below is last_seq itself.
-    if (Number(inbox.last_seq) - acked <= MAX_PER_SYNC) return Number(inbox.last_seq);
+    if (last - acked <= MAX_PER_SYNC) return last;
     const cap = await this.hs.db
       .selectFrom('to_device_messages')
       .select('seq')
       .where('user_id', '=', userId)
       .where('device_id', '=', deviceId)
-      .where('seq', '>', inbox.acked_seq)
+      .where('seq', '>', acked)
       .orderBy('seq')
       .offset(MAX_PER_SYNC - 1)
       .limit(1)
       .executeTakeFirst();
-    return Number(cap?.seq ?? inbox.last_seq);
+    return Number(cap?.seq ?? last);
   }
 
   /** Messages in (since, upTo], oldest first, at most MAX_PER_SYNC. */
@@ -249,6 +255,17 @@ export class ToDeviceService {
     return {
       name: 'to_device',
       currentPosition: (requester: Requester) => (requester.deviceId ? this.currentPosition(requester.userId, requester.deviceId) : Promise.resolve(0)),
+      positionColumns: {
+        columns: (requester: Requester) => {
+          const where = sql`user_id = ${requester.userId} and device_id = ${requester.deviceId ?? ''}`;
+          return {
+            last: sql`(select last_seq from to_device_inbox where ${where})`,
+            acked: sql`(select acked_seq from to_device_inbox where ${where})`,
+          };
+        },
+        position: (requester: Requester, v: Record<string, unknown>) =>
+          requester.deviceId ? this.positionFromInbox(requester.userId, requester.deviceId, { last_seq: v['last'], acked_seq: v['acked'] }) : Promise.resolve(0),
+      },
       collect: async (info: SyncRequestInfo): Promise<SyncContribution> => {
         const { userId, deviceId } = info.requester;
         if (!deviceId) return {};

@@ -5,6 +5,7 @@ import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { PGliteDialect } from './pglite-dialect.ts';
+import { preparingPool } from './prepared-pool.ts';
 import { runMigrations } from './migrate.ts';
 import type { Db } from './schema.ts';
 
@@ -118,12 +119,12 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
         }
       });
     }
-    const pool = new pg.Pool({
+    const pool = preparingPool(new pg.Pool({
       connectionString: opts.url,
       max: opts.poolSize ?? 10,
       connectionTimeoutMillis: 5_000,
       ...(schema ? { options: `-c search_path=${schema}` } : {}),
-    });
+    }));
     const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) }) as Db;
     const health = new DatabaseHealth(async () => void (await sql`select 1`.execute(db)), logger);
     // An idle client losing its connection must not crash the process.

@@ -10,6 +10,7 @@
 // Wake-ups: after a write commits, the owning service publishes on the bus channel `user:<userId>`
 // (something for one user) or `room:<roomId>` (something for a room's members) the message
 // `{ stream: <name>, position }`; sync long-polls subscribe to those channels.
+import type { RawBuilder } from 'kysely';
 import type { Requester } from '../http/api.ts';
 
 export interface SyncRequestInfo {
@@ -45,6 +46,15 @@ export interface SyncStream {
    * then reads all such positions in one query instead of calling currentPosition for each.
    */
   readonly positionOf?: { table: string; column: string };
+  /**
+   * For a position that depends on the requester (to-device: the device's inbox): scalar subqueries the
+   * engine reads in its one positions statement, and the position computed from their values (which
+   * may still query, rarely). Used instead of currentPosition when set.
+   */
+  readonly positionColumns?: {
+    columns(requester: Requester): Record<string, RawBuilder<unknown>>;
+    position(requester: Requester, values: Record<string, unknown>): Promise<number>;
+  };
   /**
    * Set when collect reports only changes in (since, upTo], so it has nothing to say when since ===
    * upTo: the engine then skips the call (an idle long-poll woken by another stream costs less).

@@ -81,6 +81,12 @@ export function eventAllowed(f: EventFilter | undefined, e: { type: string; send
   return true;
 }
 
+/** Whether the filter lets no event through at all (`types: []`, `not_types: ["*"]`, `senders: []`, `limit: 0`). */
+export function excludesEverything(f: EventFilter | undefined): boolean {
+  if (!f) return false;
+  return (f.types !== undefined && f.types.length === 0) || (f.not_types ?? []).includes('*') || (f.senders !== undefined && f.senders.length === 0) || f.limit === 0;
+}
+
 /** Whether a room passes a room list / not_rooms pair. */
 export function roomAllowed(f: { rooms?: string[]; not_rooms?: string[] } | undefined, roomId: string): boolean {
   if (!f) return true;

@@ -4,7 +4,7 @@
 // position is then max(stream_id) of the stream's table (DESIGN.md §3; the account data stream works
 // the same way). Good for streams whose writes are small and not too frequent (receipts, presence,
 // push actions); the events stream has its own multi-writer scheme (storage/stream.ts).
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import type { Db, Tx } from '../storage/schema.ts';
 
 export interface OrderedStream {
@@ -83,4 +83,16 @@ export async function maxPositions(db: Db, of: ReadonlyArray<{ name: string; tab
   const cols = of.map((o, i) => sql`(select max(${sql.ref(o.column)}) from ${sql.table(o.table)}) as ${sql.ref(`p${i}`)}`);
   const { rows } = await sql<Record<string, string | number | null>>`select ${sql.join(cols)}`.execute(db);
   return of.map((o, i) => [o.name, Number(rows[0]?.[`p${i}`] ?? 0)]);
+}
+
+/** The scalar subquery of a table-backed position (max of the column, null when the table is empty). */
+export function maxPositionColumn(table: string, column: string): RawBuilder<unknown> {
+  return sql`(select max(${sql.ref(column)}) from ${sql.table(table)})`;
+}
+
+/** Reads scalar subqueries in one statement (one round trip), by alias. */
+export async function readColumns(db: Db, cols: ReadonlyArray<readonly [string, RawBuilder<unknown>]>): Promise<Record<string, unknown>> {
+  if (cols.length === 0) return {};
+  const { rows } = await sql<Record<string, unknown>>`select ${sql.join(cols.map(([alias, c]) => sql`${c} as ${sql.ref(alias)}`))}`.execute(db);
+  return rows[0] ?? {};
 }

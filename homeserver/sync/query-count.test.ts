@@ -8,13 +8,14 @@ import { startTestServer } from '../testing.ts';
 import { TestUser } from './test-client.ts';
 
 /**
- * Statements an idle incremental sync of a user with a device, keys and one joined room may cost: the
- * positions, the to-device inbox, the memberships — plus, on PostgreSQL with several writers
- * (storage/stream.ts), the events position, which one process alone keeps in memory.
+ * Statements an idle incremental sync of a user with a device, keys and one joined room may cost: one
+ * (the positions, the to-device inbox, the ignore list and the memberships are read together) — plus,
+ * on PostgreSQL with several writers (storage/stream.ts), the events position, which one process alone
+ * keeps in memory.
  */
-const IDLE_SYNC_QUERY_BUDGET = 4;
-/** The same sync when one new message is waiting in the room (what a woken long-poll rebuilds). */
-const ONE_MESSAGE_SYNC_QUERY_BUDGET = 10;
+const IDLE_SYNC_QUERY_BUDGET = 2;
+/** The same sync when one new message is waiting in the room (what a woken long-poll rebuilds): + the timeline and the unread counts. */
+const ONE_MESSAGE_SYNC_QUERY_BUDGET = 4;
 
 test('an idle incremental sync stays within its query budget', async () => {
   const server = await startTestServer();

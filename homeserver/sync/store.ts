@@ -2,7 +2,7 @@
 // each batched over all the rooms of a request so an initial sync of hundreds of rooms is a handful
 // of round trips. Every read is bounded by the positions of the request's token (DESIGN.md §3): what
 // committed later is left for the next sync.
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import { rowToStoredEvent, type StoredEvent } from '../storage/rooms-store.ts';
 import type { Queryable } from '../storage/schema.ts';
 import { likePattern, type RoomEventFilter } from './filter.ts';
@@ -22,17 +22,27 @@ const ACCEPTED = sql`e.rejected_reason is null and e.soft_failed = false and e.o
  * replaced by the membership event at `upTo` (or dropped when there was none).
  */
 export async function membershipsAt(db: Queryable, userId: string, upTo: number): Promise<MembershipAt[]> {
-  const rows = await db
-    .selectFrom('room_memberships')
-    .select(['room_id', 'membership', 'event_id', 'stream_ordering'])
-    .where('user_id', '=', userId)
-    .where('forgotten', '=', false)
-    .execute();
+  const { rows } = await sql<{ m: unknown }>`select ${membershipRowsColumn(userId)} as m`.execute(db);
+  return membershipsFromRows(db, userId, rows[0]?.m, upTo);
+}
+
+/**
+ * The user's current membership rows (forgotten rooms excluded) as one JSON value, a scalar subquery
+ * the sync engine reads in its positions statement; membershipsFromRows turns it into membershipsAt's
+ * answer. Read it only after the position `upTo` it is used with.
+ */
+export function membershipRowsColumn(userId: string): RawBuilder<unknown> {
+  return sql`(select coalesce(json_agg(json_build_array(room_id, membership, event_id, stream_ordering)), '[]'::json)
+    from room_memberships where user_id = ${userId} and forgotten = false)`;
+}
+
+export async function membershipsFromRows(db: Queryable, userId: string, value: unknown, upTo: number): Promise<MembershipAt[]> {
+  const rows = (typeof value === 'string' ? JSON.parse(value) : value ?? []) as Array<[string, string, string, number | string]>;
   const out: MembershipAt[] = [];
   const late: string[] = [];
-  for (const r of rows) {
-    if (Number(r.stream_ordering) > upTo) late.push(r.room_id);
-    else out.push({ roomId: r.room_id, membership: r.membership, eventId: r.event_id, streamOrdering: Number(r.stream_ordering) });
+  for (const [roomId, membership, eventId, ordering] of rows) {
+    if (Number(ordering) > upTo) late.push(roomId);
+    else out.push({ roomId, membership, eventId, streamOrdering: Number(ordering) });
   }
   if (late.length > 0) {
     for (const [roomId, m] of await membershipsAtPosition(db, userId, late, upTo)) out.push({ roomId, ...m });

@@ -22,6 +22,7 @@
 // Lazy-loading members (client-server-api "Lazy-loading room members"): only the member events of the
 // timeline's senders (and the user's own) are sent, and, unless include_redundant_members, not again
 // to a device that already received them.
+import type { RawBuilder } from 'kysely';
 import type { JsonObject, StateKey, StateMap } from '../../spec/events.ts';
 import { stateKey } from '../../spec/events.ts';
 import { defaultRuleset } from '../../spec/push-rules.ts';
@@ -33,10 +34,10 @@ import { toClientEvent, type ClientEvent } from '../services/client-events.ts';
 import type { PresenceState } from '../services/presence.ts';
 import { getEventsByIds, type StoredEvent } from '../storage/rooms-store.ts';
 import type { SyncContribution, SyncRequestInfo, SyncStream } from './extensions.ts';
-import { containsUrlAllowed, eventAllowed, filterEvents, projectFields, roomAllowed, timelineLimit, type EventFilter, type SyncFilter } from './filter.ts';
+import { containsUrlAllowed, eventAllowed, excludesEverything, filterEvents, projectFields, roomAllowed, timelineLimit, type EventFilter, type SyncFilter } from './filter.ts';
 import { SyncNotifier } from './notifier.ts';
-import { maxPositions, PUSH_ACTIONS_STREAM } from './ordered-stream.ts';
-import { membershipsAt, membershipsAtPosition, roomVersions, stateGroupsAt, summaries, timelines, transactionIds, type MembershipAt, type TimelineRange } from './store.ts';
+import { maxPositionColumn, PUSH_ACTIONS_STREAM, readColumns } from './ordered-stream.ts';
+import { membershipRowsColumn, membershipsFromRows, membershipsAtPosition, roomVersions, stateGroupsAt, summaries, timelines, transactionIds, type MembershipAt, type TimelineRange } from './store.ts';
 import { encodeToken, eventsToken, requireToken, type StreamPositions } from './token.ts';
 
 declare module '../homeserver.ts' {
@@ -52,6 +53,7 @@ const ROOM_SCOPED_STREAMS = new Set(['typing', 'receipts', 'account_data']);
 const STRIPPED_TYPES = ['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar', 'm.room.canonical_alias', 'm.room.encryption', 'm.room.topic'];
 const LAZY_CACHE_DEVICES = 2_000;
 const LAZY_CACHE_ENTRIES = 5_000;
+const JOINED_CACHE_USERS = 100_000;
 
 export interface SyncParams {
   since: string | null;
@@ -86,6 +88,8 @@ export class SyncService {
   readonly notifier: SyncNotifier;
   /** Per (user, device): member events already sent (room \0 user → event id), for lazy loading. */
   private readonly sentMembers = new Map<string, Map<string, string>>();
+  /** Per user: the rooms the last build found joined (roomChannels), at most JOINED_CACHE_USERS users. */
+  private readonly joinedRooms = new Map<string, Set<string>>();
 
   constructor(hs: Homeserver) {
     this.hs = hs;
@@ -112,10 +116,15 @@ export class SyncService {
       const canWait = since !== null && !p.fullState && p.timeoutMs > 0;
       const deadline = Date.now() + Math.min(p.timeoutMs, MAX_SYNC_TIMEOUT_MS);
       for (;;) {
-        const waiter = canWait ? await this.notifier.register(await this.channels(requester.userId)) : null;
+        const rooms = canWait ? await this.roomChannels(requester.userId) : null;
+        const waiter = rooms ? await this.notifier.register([`user:${requester.userId}`, ...[...rooms].map((r) => `room:${r}`)]) : null;
         try {
-          const { body, empty } = await this.build(requester, since, p);
+          const { body, empty, joinedRoomIds } = await this.build(requester, since, p);
+          if (waiter) this.rememberJoined(requester.userId, joinedRoomIds);
           if (!empty || !waiter || this.hs.stopping) return body;
+          // The waiter listens on the rooms remembered from an earlier build; the user has joined one
+          // since (a join made elsewhere): listen on it too, and build again from there.
+          if (joinedRoomIds.some((r) => !rooms!.has(r))) continue;
           const remaining = deadline - Date.now();
           if (remaining <= 0) return body;
           const woken = await this.notifier.wait(waiter, remaining);
@@ -142,13 +151,30 @@ export class SyncService {
     }
   }
 
-  private async channels(userId: string): Promise<string[]> {
-    const rooms = await this.hs.services.rooms.getRoomsForUser(userId, ['join']);
-    return [`user:${userId}`, ...rooms.map((r) => `room:${r.roomId}`)];
+  /**
+   * The rooms whose channels a long-poll of the user listens on: those the user's last build found
+   * joined (kept per process), else read now. A stale entry is safe: the channels are registered before
+   * the build, and a build that finds a joined room not among them registers again and rebuilds, so
+   * a wake-up is never missed — while the common long-poll costs no membership read of its own.
+   */
+  private async roomChannels(userId: string): Promise<Set<string>> {
+    const known = this.joinedRooms.get(userId);
+    if (known) return known;
+    const rooms = new Set((await this.hs.services.rooms.getRoomsForUser(userId, ['join'])).map((r) => r.roomId));
+    this.rememberJoined(userId, [...rooms]);
+    return rooms;
+  }
+
+  private rememberJoined(userId: string, roomIds: string[]): void {
+    const cur = this.joinedRooms.get(userId);
+    if (cur && cur.size === roomIds.length && roomIds.every((r) => cur.has(r))) return;
+    this.joinedRooms.delete(userId);
+    if (this.joinedRooms.size >= JOINED_CACHE_USERS) this.joinedRooms.delete(this.joinedRooms.keys().next().value!);
+    this.joinedRooms.set(userId, new Set(roomIds));
   }
 
   /** One response for the positions current now; `empty` when it carries nothing for the client. */
-  async build(requester: Requester, since: StreamPositions | null, p: SyncParams): Promise<{ body: SyncResponse; empty: boolean }> {
+  async build(requester: Requester, since: StreamPositions | null, p: SyncParams): Promise<{ body: SyncResponse; empty: boolean; joinedRoomIds: string[] }> {
     const hs = this.hs;
     const userId = requester.userId;
     const rooms = hs.services.rooms;
@@ -162,20 +188,40 @@ export class SyncService {
     // Push actions of the events up to eventsPos are computed after their commit: let the ones in
     // progress here finish so the counts match the timeline (other processes catch up via `unread`).
     await notifications.settled();
-    // The table-backed positions (push actions and the streams that declare positionOf) in one query.
-    const tablePositions = [{ name: 'unread', table: PUSH_ACTIONS_STREAM.table, column: PUSH_ACTIONS_STREAM.column }];
-    for (const s of streams) if (s.positionOf) tablePositions.push({ name: s.name, ...s.positionOf });
-    const others = streams.filter((s) => !s.positionOf);
-    const [maxima, ...otherPos] = await Promise.all([maxPositions(hs.db, tablePositions), ...others.map((s) => s.currentPosition(requester))]);
-    const next: StreamPositions = new Map([['events', eventsPos], ...maxima]);
-    others.forEach((s, i) => next.set(s.name, otherPos[i]!));
+    // One statement for the rest: the table-backed positions (push actions and the streams that declare
+    // positionOf), the requester's own positions (streams with positionColumns), the user's ignore list
+    // and membership rows — read after eventsPos, as membershipsFromRows requires.
+    const cols: Array<readonly [string, RawBuilder<unknown>]> = [['unread', maxPositionColumn(PUSH_ACTIONS_STREAM.table, PUSH_ACTIONS_STREAM.column)]];
+    streams.forEach((s, i) => {
+      if (s.positionOf) cols.push([`p${i}`, maxPositionColumn(s.positionOf.table, s.positionOf.column)]);
+      else if (s.positionColumns) for (const [k, c] of Object.entries(s.positionColumns.columns(requester))) cols.push([`c${i}_${k}`, c]);
+    });
+    cols.push(['memberships', membershipRowsColumn(userId)]);
+    cols.push(['ignored', hs.services.accounts.accountData.ignoredUsersColumn(userId)]);
+    const values = await readColumns(hs.db, cols);
+    const next: StreamPositions = new Map([
+      ['events', eventsPos],
+      ['unread', Number(values['unread'] ?? 0)],
+    ]);
+    const computed = await Promise.all(
+      streams.map(async (s, i): Promise<number> => {
+        if (s.positionOf) return Number(values[`p${i}`] ?? 0);
+        if (s.positionColumns) {
+          const own: Record<string, unknown> = {};
+          for (const k of Object.keys(s.positionColumns.columns(requester))) own[k] = values[`c${i}_${k}`];
+          return s.positionColumns.position(requester, own);
+        }
+        return s.currentPosition(requester);
+      }),
+    );
+    streams.forEach((s, i) => next.set(s.name, computed[i]!));
     const unreadPos = next.get('unread')!;
 
     const sinceE = since?.get('events') ?? null;
     const initial = sinceE === null;
 
     // 2. Memberships at eventsPos, sorted into sections.
-    const memberships = await membershipsAt(hs.db, userId, eventsPos);
+    const memberships = await membershipsFromRows(hs.db, userId, values['memberships'], eventsPos);
     const before = initial
       ? new Map<string, { membership: string }>()
       : await membershipsAtPosition(hs.db, userId, memberships.filter((m) => m.streamOrdering > sinceE).map((m) => m.roomId), sinceE);
@@ -219,9 +265,8 @@ export class SyncService {
     const tl = await timelines(hs.db, ranges, limit, tf);
 
     // Ignored users (modules/ignore_users.md): their non-state events leave the timelines below, and
-    // "servers must not send room invites from ignored users to clients". Read only when it matters.
-    const mayHide = invites.length > 0 || [...tl.values()].some((t) => t.events.some((e) => typeof e.pdu.state_key !== 'string' && e.pdu.sender !== userId));
-    const ignored = mayHide ? await hs.services.accounts.accountData.ignoredUsers(userId) : new Set<string>();
+    // "servers must not send room invites from ignored users to clients". (The list was read with the positions.)
+    const ignored = hs.services.accounts.accountData.ignoredUsersFrom(values['ignored']);
     if (invites.length > 0 && ignored.size > 0) {
       const inviters = new Map((await rooms.getEvents(invites.map((i) => i.eventId))).map((e) => [e.eventId, e.pdu.sender]));
       for (let i = invites.length - 1; i >= 0; i--) if (ignored.has(inviters.get(invites[i]!.eventId) ?? '')) invites.splice(i, 1);
@@ -260,6 +305,8 @@ export class SyncService {
           filter,
         };
         if (s.quietWhenUnchanged && info.since !== null && info.since === info.upTo) return {};
+        // The filter drops every presence event (clients that hide presence): nothing to read.
+        if (s.name === 'presence' && excludesEverything(filter.presence)) return {};
         return s.collect(info);
       }),
     );
@@ -280,15 +327,21 @@ export class SyncService {
       for (const [r, evs] of Object.entries(c.roomAccountData ?? {})) roomAccountData.set(r, [...(roomAccountData.get(r) ?? []), ...evs]);
       mergeTop(top, c.top ?? {});
     }
-    const unreadChanged = initial ? null : await notifications.roomsChanged(userId, since?.get('unread') ?? 0, unreadPos);
 
     // 5. Which joined rooms go in the response, and their state.
     const ephemeralFor = (roomId: string) => (roomAllowed(rf?.ephemeral, roomId) ? filterEvents(rf?.ephemeral, (roomEphemeral.get(roomId) ?? []) as Array<{ type: string }>) : []);
     const accountDataFor = (roomId: string) => (roomAllowed(rf?.account_data, roomId) ? filterEvents(rf?.account_data, (roomAccountData.get(roomId) ?? []) as Array<{ type: string }>) : []);
-    const included = joinPlans.filter(
-      (j) => j.full || tl.has(j.roomId) || ephemeralFor(j.roomId).length > 0 || accountDataFor(j.roomId).length > 0 || unreadChanged?.has(j.roomId),
+    // Unread counts of those rooms, and which rooms' counts changed since the token: one statement.
+    const candidates = joinPlans.filter((j) => j.full || tl.has(j.roomId) || ephemeralFor(j.roomId).length > 0 || accountDataFor(j.roomId).length > 0);
+    const { counts: unread, changed: unreadChanged } = await notifications.unreadFor(
+      userId,
+      candidates.map((j) => j.roomId),
+      initial ? null : { since: since?.get('unread') ?? 0, upTo: unreadPos },
     );
+    const candidateIds = new Set(candidates.map((j) => j.roomId));
+    const included = joinPlans.filter((j) => candidateIds.has(j.roomId) || unreadChanged.has(j.roomId));
 
+    const lazy = rf?.state?.lazy_load_members === true || rf?.timeline?.lazy_load_members === true;
     // State groups needed: at the token (deltas), and at the end of empty timelines.
     const needAt: Array<{ roomId: string; position: number }> = [];
     const needSince: Array<{ roomId: string; position: number }> = [];
@@ -296,16 +349,25 @@ export class SyncService {
       ...included.map((j) => ({ roomId: j.roomId, full: j.full, range: j.range, timeline: timelineOf(j.roomId), withState: true })),
       ...leavePlans.map((l) => ({ roomId: l.roomId, full: initial || p.fullState, range: l.range, timeline: timelineOf(l.roomId), withState: l.withState, leave: l.membership })),
     ];
+    // A room whose timeline holds every event since the token (not limited, no type or sender filter
+    // leaving any out, none hidden before its first) had the state at the token just before that
+    // first event: the `state` delta is empty and needs no lookup — the common case of a woken
+    // long-poll. (Rooms here grow linearly; see stateGroupsAt.)
+    const sqlFiltered = !!(tf?.types || tf?.not_types?.length || tf?.senders || tf?.not_senders?.length);
+    const unchangedAtStart = (pl: { roomId: string; full: boolean; range: TimelineRange; timeline: ReturnType<typeof timelineOf> }): boolean => {
+      const raw = tl.get(pl.roomId);
+      return !pl.full && sinceE !== null && pl.range.from === sinceE && !sqlFiltered && !(raw?.limited ?? false) && pl.timeline.events[0]?.eventId === raw?.events[0]?.eventId;
+    };
     for (const pl of plans) {
       if (!pl.withState) continue;
-      needAt.push({ roomId: pl.roomId, position: pl.range.to });
-      if (!pl.full && sinceE !== null) needSince.push({ roomId: pl.roomId, position: sinceE });
+      const unchanged = unchangedAtStart(pl);
+      if (pl.timeline.events.length === 0 && (!unchanged || lazy)) needAt.push({ roomId: pl.roomId, position: pl.range.to });
+      if (!pl.full && sinceE !== null && !unchanged) needSince.push({ roomId: pl.roomId, position: sinceE });
     }
     const [groupsAtEnd, groupsAtSince] = await Promise.all([stateGroupsAt(hs.db, needAt), stateGroupsAt(hs.db, needSince)]);
     const stateStore = rooms.writer.stateGroups;
     const loadState = async (group: string | null | undefined): Promise<StateMap<string>> => (group ? (await stateStore.get(group)).state : new Map());
 
-    const lazy = rf?.state?.lazy_load_members === true || rf?.timeline?.lazy_load_members === true;
     const redundant = rf?.state?.include_redundant_members === true || rf?.timeline?.include_redundant_members === true;
     const cacheKey = `${userId}|${requester.deviceId ?? ''}`;
     if (lazy && !redundant && initial) this.sentMembers.delete(cacheKey);
@@ -330,9 +392,10 @@ export class SyncService {
       if (pl.withState) {
         const endGroup = groupsAtEnd.get(pl.roomId);
         startState = await loadState(events.length > 0 ? events[0]!.stateGroupBefore : endGroup);
-        const sinceState = pl.full ? new Map<StateKey, string>() : await loadState(groupsAtSince.get(pl.roomId));
+        const unchanged = unchangedAtStart(pl);
+        const sinceState = pl.full ? new Map<StateKey, string>() : unchanged ? startState : await loadState(groupsAtSince.get(pl.roomId));
         if (p.useStateAfter) {
-          const endState = await loadState(events.length > 0 ? events.at(-1)!.stateGroup : endGroup);
+          const endState = events.length > 0 ? await loadState(events.at(-1)!.stateGroup) : unchanged ? startState : await loadState(endGroup);
           stateAfterIds = stateDelta(sinceState, endState);
         } else {
           stateIds = stateDelta(sinceState, startState);
@@ -429,10 +492,7 @@ export class SyncService {
     const needSummary = joinBuilt
       .filter((b) => b.full || b.timeline.some((e) => e.pdu.type === 'm.room.member') || b.stateIds.some((id) => stateEvents.get(id)?.pdu.type === 'm.room.member'))
       .map((b) => b.roomId);
-    const [summaryData, unread] = await Promise.all([
-      summaries(hs.db, needSummary, userId),
-      notifications.unreadCounts(userId, joinBuilt.map((b) => b.roomId)),
-    ]);
+    const summaryData = await summaries(hs.db, needSummary, userId);
     const threadCounts = rf?.timeline?.unread_thread_notifications === true;
 
     // 9. Assemble.
@@ -506,7 +566,7 @@ export class SyncService {
       toDevice.length === 0 &&
       (deviceLists?.changed?.length ?? 0) === 0 &&
       (deviceLists?.left?.length ?? 0) === 0;
-    return { body, empty };
+    return { body, empty, joinedRoomIds: joinedIds };
   }
 
   /** Stripped state (type, state_key, content, sender) at each invite or knock event. */

@@ -3,16 +3,19 @@
 //      long-polling and RATE messages/s spread over ROOMS rooms (target p99 < 50 ms on PostgreSQL);
 //  (b) initial sync of a user in BIG_ROOMS rooms with BIG_EVENTS events each (target < 1 s);
 //  (c) server memory per idle long-poll, with CONNS connections held by a child process (target < 20 KB).
+// The clients of (a) run in a child process (_sync-clients.ts), so the figures are the server's alone.
 // The full scale is the issue's (1,000 users, 100 msg/s over 100 rooms; 500 × 50; 10,000 connections).
 // On PGlite (no AXON_BENCH_DATABASE_URL) (a) and (b) run scaled down by default — the embedded database
 // is single-threaded WASM sharing the cores with the clients — and say so; AXON_BENCH_SYNC_FULL=1 forces
 // the full scale. Set AXON_BENCH_DATABASE_URL (and optionally AXON_BENCH_REDIS_URL) for PostgreSQL.
-import { fork } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { startTestServer, type TestServer } from '../../homeserver/testing.ts';
 import type { Requester } from '../../homeserver/http/api.ts';
+import type { ClientResult } from './_sync-clients.ts';
 
 const onPg = !!process.env.AXON_BENCH_DATABASE_URL;
 const full = onPg || process.env.AXON_BENCH_SYNC_FULL === '1';
@@ -58,6 +61,24 @@ async function makeUsers(s: TestServer, prefix: string, count: number): Promise<
   return out;
 }
 
+/** Counts the statements every Kysely instance of the server sends until stop() (by their SQL's start). */
+function countStatements(s: TestServer): { stop: () => Map<string, number> } {
+  const executor = Object.getPrototypeOf(s.hs.db.getExecutor()) as { executeQuery: (...a: unknown[]) => Promise<unknown> };
+  const original = executor.executeQuery;
+  const counts = new Map<string, number>();
+  executor.executeQuery = function (this: unknown, ...a: unknown[]) {
+    const key = (a[0] as { sql: string }).sql.replace(/\s+/g, ' ').trim().slice(0, 110);
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+    return original.apply(this, a);
+  };
+  return {
+    stop: () => {
+      executor.executeQuery = original;
+      return counts;
+    },
+  };
+}
+
 function pct(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -73,6 +94,7 @@ async function syncCall(base: string, token: string, params: string): Promise<Re
 
 async function deliveryLatency(): Promise<void> {
   const s = await startServer();
+  let child: ChildProcess | null = null;
   try {
     const users = await makeUsers(s, 'lat', USERS);
     const rooms = s.hs.services.rooms;
@@ -84,109 +106,67 @@ async function deliveryLatency(): Promise<void> {
       await Promise.all(members.slice(1).map((m) => rooms.join(m.requester, roomId)));
       roomIds.push(roomId);
     }
-    const senders = roomIds.map((_, r) => users[(r * perRoom) % USERS]!);
     const filter = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 5 } }, presence: { types: [] } }));
-    const latencies: number[] = [];
-    const sentAt = new Map<string, number>();
-    let running = true;
-    // Initial syncs 50 at a time (a thousand clients starting in the same millisecond is not the figure).
-    const tokens: string[] = [];
-    for (let i = 0; i < users.length; i += 50) {
-      tokens.push(...(await Promise.all(users.slice(i, i + 50).map(async (u) => (await syncCall(s.baseUrl, u.token, `filter=${filter}&timeout=0`)).next_batch as string))));
-    }
-    let syncErrors = 0;
-    let responses = 0;
-    let firstError = '';
-    // Long-polls of 30 s, as clients use (Element asks for 30 s): idle users cost a wake-up per 30 s.
-    const loops = users.map(async (u, i) => {
-      let since = tokens[i]!;
-      while (running) {
-        let body: Record<string, any>;
-        try {
-          body = await syncCall(s.baseUrl, u.token, `filter=${filter}&timeout=30000&since=${encodeURIComponent(since)}`);
-        } catch (err) {
-          // Counted and printed: a failed long-poll is a delivery the figure must not quietly drop.
-          if (syncErrors++ === 0) firstError = String((err as Error).message).slice(0, 200);
-          await new Promise((r) => setTimeout(r, 100));
-          continue;
-        }
-        const now = performance.now();
-        since = body.next_batch;
-        responses++;
-        for (const room of Object.values(body.rooms?.join ?? {}) as any[]) {
-          for (const e of room.timeline.events) {
-            const t = sentAt.get(e.content?.body);
-            if (t !== undefined && e.sender !== u.userId) latencies.push(now - t);
-          }
-        }
-      }
+    // The clients run in their own process (_sync-clients.ts): the figure is the server's, not that of
+    // a thousand HTTP clients sharing its event loop.
+    const proc = fork(join(import.meta.dirname, '_sync-clients.ts'), [], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    child = proc;
+    const next = <T>(): Promise<T> =>
+      new Promise<T>((resolve, reject) => {
+        const onExit = (code: number | null) => reject(new Error(`the client process exited early (code ${code})`));
+        proc.once('exit', onExit);
+        proc.once('message', (m) => {
+          proc.off('exit', onExit);
+          resolve(m as T);
+        });
+      });
+    proc.send({
+      setup: {
+        base: s.baseUrl,
+        users: users.map((u) => ({ userId: u.userId, token: u.token })),
+        roomIds,
+        senders: roomIds.map((_, r) => (r * perRoom) % USERS),
+        rate: RATE,
+        seconds: SECONDS,
+        perRoom,
+        filter,
+      },
     });
-    // Steady state first: every user coming online announces presence to their room-mates, whose
-    // long-polls answer; measure once the long-polls have been quiet for a second (at most a minute).
-    const settleStart = performance.now();
-    for (let last = -1, quietSince = performance.now(); performance.now() - settleStart < 60_000; ) {
-      await new Promise((r) => setTimeout(r, 100));
-      if (responses !== last) {
-        last = responses;
-        quietSince = performance.now();
-      } else if (performance.now() - quietSince >= 1_000) break;
-    }
-    console.log(`    settled after ${((performance.now() - settleStart) / 1000).toFixed(1)} s (${responses} long-poll answers while users came online)`);
+    const settled = await next<{ settled: number; answers: number }>();
+    // Every user's long-poll held by the server before measuring (at most 30 s more).
+    for (let i = 0; i < 300 && s.hs.services.sync.notifier.waitingCount < USERS; i++) await new Promise((r) => setTimeout(r, 100));
+    console.log(`    settled after ${settled.settled.toFixed(1)} s (${settled.answers} long-poll answers while users came online); ${s.hs.services.sync.notifier.waitingCount} long-polls held`);
     const loopDelay = monitorEventLoopDelay({ resolution: 10 });
     loopDelay.enable();
-    const total = RATE * SECONDS;
-    const start = performance.now();
-    const sends: Promise<unknown>[] = [];
-    let sendErrors = 0;
-    let firstSendError = '';
-    const sendTimes: number[] = [];
-    for (let i = 0; i < total; i++) {
-      const due = start + (i * 1000) / RATE;
-      const wait = due - performance.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      const r = i % ROOMS;
-      const body = `m${i}`;
-      sentAt.set(body, performance.now());
-      sends.push(
-        fetch(`${s.baseUrl}/_matrix/client/v3/rooms/${encodeURIComponent(roomIds[r]!)}/send/m.room.message/b${i}`, {
-          method: 'PUT',
-          headers: { authorization: `Bearer ${senders[r]!.token}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ msgtype: 'm.text', body }),
-        })
-          .then(async (res) => {
-            if (!res.ok) sendErrors++;
-            await res.arrayBuffer();
-            sendTimes.push(performance.now() - sentAt.get(body)!);
-          })
-          .catch((err: Error) => {
-            if (sendErrors++ === 0) firstSendError = `${err.message} (${String((err.cause as Error | undefined)?.message ?? err.cause)})`;
-          }),
-      );
-    }
-    await Promise.all(sends);
-    const achieved = total / ((performance.now() - start) / 1000);
-    // Wait for the stragglers (up to a minute) so a backlog shows in the percentiles instead of
-    // leaving them; whatever is still missing then is printed as missing.
-    const expectedDeliveries = total * (perRoom - 1);
-    const drainEnd = performance.now() + 60_000;
-    while (latencies.length < expectedDeliveries && performance.now() < drainEnd) await new Promise((r) => setTimeout(r, 100));
-    running = false;
-    await s.hs.services.sync.notifier.wakeAll();
-    await Promise.allSettled(loops);
-    latencies.sort((a, b) => a - b);
-    const expected = total * (perRoom - 1);
-    console.log(
-      `(a) delivery latency, ${USERS} long-polling users, ${ROOMS} rooms × ${perRoom} members, ${RATE} msg/s for ${SECONDS} s (achieved ${achieved.toFixed(0)} msg/s)${full ? '' : ' [scaled down: PGlite]'}`,
-    );
-    console.log(`    p50 ${pct(latencies, 50).toFixed(1)} ms, p99 ${pct(latencies, 99).toFixed(1)} ms, max ${pct(latencies, 100).toFixed(1)} ms over ${latencies.length}/${expected} deliveries   target: p99 < 50 ms on PostgreSQL`);
+    const statements = countStatements(s);
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    proc.send({ go: true });
+    const { result: r } = await next<{ result: ClientResult }>();
+    const cpu = process.cpuUsage(cpu0);
+    const counted = statements.stop();
+    const wall = performance.now() - t0;
     loopDelay.disable();
-    console.log(`    (event loop delay of the process — server and clients: p50 ${(loopDelay.percentile(50) / 1e6).toFixed(1)} ms, p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} ms, max ${(loopDelay.max / 1e6).toFixed(1)} ms)`);
-    sendTimes.sort((a, b) => a - b);
+    const latencies = r.latencies.sort((a, b) => a - b);
+    const sendTimes = r.sendTimes.sort((a, b) => a - b);
+    console.log(
+      `(a) delivery latency, ${USERS} long-polling users, ${ROOMS} rooms × ${perRoom} members, ${RATE} msg/s for ${SECONDS} s (achieved ${r.achieved.toFixed(0)} msg/s)${full ? '' : ' [scaled down: PGlite]'}`,
+    );
+    console.log(`    p50 ${pct(latencies, 50).toFixed(1)} ms, p99 ${pct(latencies, 99).toFixed(1)} ms, max ${pct(latencies, 100).toFixed(1)} ms over ${latencies.length}/${r.expected} deliveries   target: p99 < 50 ms on PostgreSQL`);
+    console.log(
+      `    (server process: event loop delay p50 ${(loopDelay.percentile(50) / 1e6).toFixed(1)} ms, p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} ms, max ${(loopDelay.max / 1e6).toFixed(1)} ms; CPU ${(((cpu.user + cpu.system) / 1000 / wall) * 100).toFixed(0)}% of one core; clients in a separate process)`,
+    );
     console.log(`    (the send itself, PUT → 200: p50 ${pct(sendTimes, 50).toFixed(1)} ms, p99 ${pct(sendTimes, 99).toFixed(1)} ms)`);
-    if (sendErrors > 0) console.log(`    ${sendErrors} sends failed (first: ${firstSendError || 'non-2xx'})`);
-    if (syncErrors > 0) console.log(`    ${syncErrors} failed long-polls (first: ${firstError})`);
+    const totalStatements = [...counted.values()].reduce((a, b) => a + b, 0);
+    console.log(`    (database statements while measuring: ${totalStatements}, ${(totalStatements / Math.max(1, latencies.length)).toFixed(1)} per delivery)`);
+    if (process.env.AXON_BENCH_SYNC_STATEMENTS) for (const [q, n] of [...counted].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`      ${String(n).padStart(7)}  ${q}`);
+    if (r.sendErrors > 0) console.log(`    ${r.sendErrors} sends failed (first: ${r.firstSendError || 'non-2xx'})`);
+    if (r.syncErrors > 0) console.log(`    ${r.syncErrors} failed long-polls (first: ${r.firstSyncError})`);
   } finally {
+    s.hs.services.sync.notifier.wakeAll();
     await s.stop();
+    child?.send({ bye: true });
+    child?.kill();
   }
 }
 
