@@ -215,12 +215,26 @@ export class PresenceService {
   /** Applies the idle and offline timeouts; keeps last_sync_ts of this process's syncing users fresh. */
   async sweep(): Promise<void> {
     const now = this.hs.now();
-    const fresh = [...this.syncing.keys()].filter((u) => now - this.view(u).syncWritten > this.offlineMs / 4);
+    // Ahead of syncStarted's own threshold (offlineMs / 4), so a user syncing here all along never needs a write of their own.
+    const fresh = [...this.syncing.keys()].filter((u) => now - this.view(u).syncWritten > this.offlineMs / 8);
     if (fresh.length > 0) {
       await this.hs.db.updateTable('presence').set({ last_sync_ts: now }).where(sql<boolean>`user_id = any(${fresh}::text[])`).execute();
       for (const u of fresh) this.view(u).syncWritten = now;
     }
     const here = [...this.syncing.keys()];
+    // The shared state of the users syncing here, re-read for all of them at once (another process may
+    // have changed it), so their syncs need no read of their own (syncStarted re-reads only views
+    // older than offlineMs / 4).
+    const stale = here.filter((u) => now - this.view(u).checked > this.offlineMs / 8);
+    if (stale.length > 0) {
+      const rows = await this.hs.db.selectFrom('presence').select(['user_id', 'state']).where(sql<boolean>`user_id = any(${stale}::text[])`).execute();
+      const states = new Map(rows.map((r) => [r.user_id, r.state as PresenceState]));
+      for (const u of stale) {
+        const v = this.view(u);
+        v.state = states.get(u) ?? 'offline';
+        v.checked = now;
+      }
+    }
     const changed = await orderedWrite(this.hs.db, PRESENCE_STREAM, async (tx) => {
       const idle = await sql<{ user_id: string; stream_id: string }>`
         update presence set state = 'unavailable', currently_active = false, stream_id = nextval('presence_stream_seq')
