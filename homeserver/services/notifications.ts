@@ -22,6 +22,7 @@ import { parseUserId } from '../../spec/identifiers.ts';
 import type { Homeserver } from '../homeserver.ts';
 import type { PersistedEvent } from './room-writer.ts';
 import { orderedPosition, orderedWrite, PUSH_ACTIONS_STREAM } from '../sync/ordered-stream.ts';
+import { unreadSelect } from '../sync/store.ts';
 
 export interface EventPushActionsTable {
   user_id: string;
@@ -328,11 +329,9 @@ export class NotificationService {
     roomIds: readonly string[],
     changedSince: { since: number; upTo: number } | null,
   ): Promise<{ counts: Map<string, RoomUnread>; changed: Set<string> }> {
-    const counts = new Map<string, RoomUnread>();
-    const changed = new Set<string>();
     const since = changedSince ? changedSince.since : 0;
     const upTo = changedSince && changedSince.upTo > changedSince.since ? changedSince.upTo : since;
-    if (roomIds.length === 0 && upTo <= since) return { counts, changed };
+    if (roomIds.length === 0 && upTo <= since) return { counts: new Map(), changed: new Set() };
     const { rows } = await sql<{ room_id: string; thread_id: string | null; n: string; h: string; changed: boolean }>`
       with ch as (
         select distinct room_id from event_push_actions
@@ -344,31 +343,10 @@ export class NotificationService {
         where user_id = ${userId} and receipt_type in ('m.read', 'm.read.private') and room_id in (select room_id from rs)
         group by room_id, thread_id
       )
-      select p.room_id, p.thread_id, count(*) as n, count(*) filter (where p.highlight) as h, false as changed
-      from event_push_actions p
-      left join r ru on ru.room_id = p.room_id and ru.thread_id = ''
-      left join r rt on rt.room_id = p.room_id and rt.thread_id = p.thread_id
-      left join room_memberships m on m.room_id = p.room_id and m.user_id = ${userId}
-      where p.user_id = ${userId} and p.room_id in (select room_id from rs)
-        and p.stream_ordering > coalesce(ru.so, 0) and p.stream_ordering > coalesce(rt.so, 0)
-        and p.stream_ordering > coalesce(m.stream_ordering, 0)
-      group by p.room_id, p.thread_id
+      ${unreadSelect(userId, sql`(select room_id from rs)`, sql`r`)}
       union all
       select room_id, null, 0, 0, true from ch`.execute(this.hs.db);
-    for (const r of rows) {
-      if (r.changed) {
-        changed.add(r.room_id);
-        continue;
-      }
-      let u = counts.get(r.room_id);
-      if (!u) counts.set(r.room_id, (u = { total: zero(), main: zero(), threads: new Map() }));
-      const c = { notification_count: Number(r.n), highlight_count: Number(r.h) };
-      u.total.notification_count += c.notification_count;
-      u.total.highlight_count += c.highlight_count;
-      if (r.thread_id === 'main') u.main = c;
-      else u.threads.set(r.thread_id!, c);
-    }
-    return { counts, changed };
+    return unreadFromRows(rows.map((r) => [r.room_id, r.thread_id, r.n, r.h, r.changed]));
   }
 
   /** GET /notifications: newest first; `from` is the stream ordering to continue below. */
@@ -436,4 +414,24 @@ export function initNotifications(hs: Homeserver): NotificationService {
   const s = new NotificationService(hs);
   hs.services.notifications = s;
   return s;
+}
+
+/** Rows of unreadSelect (room_id, thread_id, n, h, changed), plus `changed` marker rows, into counts and the changed rooms. */
+export function unreadFromRows(rows: ReadonlyArray<readonly unknown[]>): { counts: Map<string, RoomUnread>; changed: Set<string> } {
+  const counts = new Map<string, RoomUnread>();
+  const changed = new Set<string>();
+  for (const [roomId, threadId, n, h, isChanged] of rows as ReadonlyArray<[string, string | null, unknown, unknown, boolean]>) {
+    if (isChanged) {
+      changed.add(roomId);
+      continue;
+    }
+    let u = counts.get(roomId);
+    if (!u) counts.set(roomId, (u = { total: zero(), main: zero(), threads: new Map() }));
+    const c = { notification_count: Number(n), highlight_count: Number(h) };
+    u.total.notification_count += c.notification_count;
+    u.total.highlight_count += c.highlight_count;
+    if (threadId === 'main') u.main = c;
+    else u.threads.set(threadId!, c);
+  }
+  return { counts, changed };
 }

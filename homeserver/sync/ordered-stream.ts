@@ -90,9 +90,10 @@ export function maxPositionColumn(table: string, column: string): RawBuilder<unk
   return sql`(select max(${sql.ref(column)}) from ${sql.table(table)})`;
 }
 
-/** Reads scalar subqueries in one statement (one round trip), by alias. */
-export async function readColumns(db: Db, cols: ReadonlyArray<readonly [string, RawBuilder<unknown>]>): Promise<Record<string, unknown>> {
+/** Reads scalar subqueries in one statement (one round trip), by alias; `ctes` (the inside of a WITH) for them to read. */
+export async function readColumns(db: Db, cols: ReadonlyArray<readonly [string, RawBuilder<unknown>]>, ctes: RawBuilder<unknown> | null = null): Promise<Record<string, unknown>> {
   if (cols.length === 0) return {};
-  const { rows } = await sql<Record<string, unknown>>`select ${sql.join(cols.map(([alias, c]) => sql`${c} as ${sql.ref(alias)}`))}`.execute(db);
+  const list = sql.join(cols.map(([alias, c]) => sql`${c} as ${sql.ref(alias)}`));
+  const { rows } = await sql<Record<string, unknown>>`${ctes ? sql`with ${ctes} ` : sql``}select ${list}`.execute(db);
   return rows[0] ?? {};
 }

@@ -73,6 +73,124 @@ export async function membershipsAtPosition(
   return out;
 }
 
+/** The accepted-event condition plus the timeline filter's types, not_types, senders and not_senders, over `events e`. */
+function timelineWhere(filter?: RoomEventFilter): RawBuilder<unknown> {
+  const conds = [ACCEPTED];
+  if (filter?.types) {
+    conds.push(filter.types.length === 0 ? sql`false` : sql`(${sql.join(filter.types.map((t) => sql`e.type like ${likePattern(t)}`), sql` or `)})`);
+  }
+  for (const t of filter?.not_types ?? []) conds.push(sql`e.type not like ${likePattern(t)}`);
+  if (filter?.senders) conds.push(sql`e.sender = any(${filter.senders}::text[])`);
+  if (filter?.not_senders?.length) conds.push(sql`not (e.sender = any(${filter.not_senders}::text[]))`);
+  return sql.join(conds, sql` and `);
+}
+
+/**
+ * The common incremental sync read ahead, in the statement that reads the positions: the timelines of
+ * every room the user is joined to now over (since, upTo] and the unread counts of the rooms with new
+ * events or changed counts. Right only when the user's memberships did not change since `since` (the
+ * caller checks that with the memberships read in the same statement, and otherwise reads the usual
+ * way): then the joined rooms now are the joined rooms of the whole range.
+ * CTEs for the statement, and the scalar columns reading them.
+ */
+export function incrementalReadAhead(
+  userId: string,
+  since: number,
+  upTo: number,
+  limit: number,
+  filter: RoomEventFilter | undefined,
+  unreadSince: number,
+  /** The push actions position read in the same statement (a scalar subquery), the upper bound of the changed rooms. */
+  unreadUpTo: RawBuilder<unknown>,
+): { ctes: RawBuilder<unknown>; columns: Array<readonly [string, RawBuilder<unknown>]> } {
+  const ctes = sql`
+    ahead_tl as (
+      select t.* from room_memberships m
+      cross join lateral (
+        select e.event_id, e.room_id, e.json, e.stream_ordering, e.depth, e.rejected_reason, e.soft_failed, e.outlier, e.redacted_by,
+               e.state_group_before, e.state_group
+        from events e
+        where e.room_id = m.room_id and e.stream_ordering > ${since} and e.stream_ordering <= ${upTo} and ${timelineWhere(filter)}
+        order by e.stream_ordering desc limit ${limit + 1}
+      ) t
+      where m.user_id = ${userId} and m.membership = 'join' and m.forgotten = false
+    ),
+    ahead_ch as (
+      select distinct room_id from event_push_actions
+      where user_id = ${userId} and stream_id > ${unreadSince} and stream_id <= ${unreadUpTo}
+    ),
+    ahead_rs as (select room_id from ahead_tl union select room_id from ahead_ch),
+    ahead_r as (
+      select room_id, thread_id, max(event_stream_ordering) as so from receipts
+      where user_id = ${userId} and receipt_type in ('m.read', 'm.read.private') and room_id in (select room_id from ahead_rs)
+      group by room_id, thread_id
+    ),
+    ahead_unread as (
+      ${unreadSelect(userId, sql`(select room_id from ahead_rs)`, sql`ahead_r`)}
+      union all
+      select room_id, null, 0, 0, true from ahead_ch
+    )`;
+  return {
+    ctes,
+    columns: [
+      [
+        'ahead_timeline',
+        sql`(select coalesce(json_agg(json_build_array(event_id, room_id, json, stream_ordering, depth, rejected_reason, soft_failed, outlier, redacted_by, state_group_before, state_group)), '[]'::json) from ahead_tl)`,
+      ],
+      ['ahead_unread', sql`(select coalesce(json_agg(json_build_array(room_id, thread_id, n, h, changed)), '[]'::json) from ahead_unread)`],
+    ],
+  };
+}
+
+/**
+ * The per-room-and-thread unread counts of the user in the rooms `rooms` (a subquery), with `receipts`
+ * the CTE of the user's read receipts there (rows: room_id, thread_id, n, h, changed = false).
+ * Shared by the read-ahead above and NotificationsService.unreadFor.
+ */
+export function unreadSelect(userId: string, rooms: RawBuilder<unknown>, receipts: RawBuilder<unknown>): RawBuilder<unknown> {
+  return sql`
+      select p.room_id, p.thread_id, count(*) as n, count(*) filter (where p.highlight) as h, false as changed
+      from event_push_actions p
+      left join ${receipts} ru on ru.room_id = p.room_id and ru.thread_id = ''
+      left join ${receipts} rt on rt.room_id = p.room_id and rt.thread_id = p.thread_id
+      left join room_memberships m on m.room_id = p.room_id and m.user_id = ${userId}
+      where p.user_id = ${userId} and p.room_id in ${rooms}
+        and p.stream_ordering > coalesce(ru.so, 0) and p.stream_ordering > coalesce(rt.so, 0)
+        and p.stream_ordering > coalesce(m.stream_ordering, 0)
+      group by p.room_id, p.thread_id`;
+}
+
+/** The read-ahead timeline rows (JSON) into timelines()'s answer for those rooms. */
+export function readAheadTimelines(value: unknown, limit: number): Map<string, TimelineResult> {
+  const rows = (typeof value === 'string' ? JSON.parse(value) : value ?? []) as unknown[][];
+  const byRoom = new Map<string, StoredEvent[]>();
+  for (const r of rows) {
+    const e = rowToStoredEvent({
+      event_id: r[0] as string,
+      room_id: r[1] as string,
+      json: r[2] as string,
+      stream_ordering: Number(r[3]),
+      depth: Number(r[4]),
+      rejected_reason: r[5] as string | null,
+      soft_failed: r[6] as boolean,
+      outlier: r[7] as boolean,
+      redacted_by: r[8] as string | null,
+      state_group_before: r[9] === null ? null : String(r[9]),
+      state_group: r[10] === null ? null : String(r[10]),
+    } as Parameters<typeof rowToStoredEvent>[0]);
+    let list = byRoom.get(e.roomId);
+    if (!list) byRoom.set(e.roomId, (list = []));
+    list.push(e);
+  }
+  const out = new Map<string, TimelineResult>();
+  for (const [roomId, list] of byRoom) {
+    list.sort((a, b) => a.streamOrdering - b.streamOrdering);
+    const limited = list.length > limit;
+    out.set(roomId, { events: limited ? list.slice(list.length - limit) : list, limited });
+  }
+  return out;
+}
+
 export interface TimelineRange {
   roomId: string;
   /** Exclusive lower bound (0 for the start of the room). */
@@ -96,14 +214,7 @@ export async function timelines(db: Queryable, ranges: TimelineRange[], limit: n
   // An empty range has no events: an incremental sync with no new events needs no query at all.
   ranges = ranges.filter((r) => r.to > r.from);
   if (ranges.length === 0) return out;
-  const conds = [ACCEPTED];
-  if (filter?.types) {
-    conds.push(filter.types.length === 0 ? sql`false` : sql`(${sql.join(filter.types.map((t) => sql`e.type like ${likePattern(t)}`), sql` or `)})`);
-  }
-  for (const t of filter?.not_types ?? []) conds.push(sql`e.type not like ${likePattern(t)}`);
-  if (filter?.senders) conds.push(sql`e.sender = any(${filter.senders}::text[])`);
-  if (filter?.not_senders?.length) conds.push(sql`not (e.sender = any(${filter.not_senders}::text[]))`);
-  const where = sql.join(conds, sql` and `);
+  const where = timelineWhere(filter);
   const { rows } = await sql<{
     event_id: string; room_id: string; json: string; stream_ordering: number; depth: number; rejected_reason: string | null; soft_failed: boolean;
     outlier: boolean; redacted_by: string | null; state_group_before: string | null; state_group: string | null;

@@ -32,12 +32,13 @@ import type { Requester } from '../http/api.ts';
 import { filterEventsForUser } from '../services/visibility.ts';
 import { toClientEvent, type ClientEvent } from '../services/client-events.ts';
 import type { PresenceState } from '../services/presence.ts';
+import { unreadFromRows, type RoomUnread } from '../services/notifications.ts';
 import { getEventsByIds, type StoredEvent } from '../storage/rooms-store.ts';
 import type { SyncContribution, SyncRequestInfo, SyncStream } from './extensions.ts';
 import { containsUrlAllowed, eventAllowed, excludesEverything, filterEvents, projectFields, roomAllowed, timelineLimit, type EventFilter, type SyncFilter } from './filter.ts';
 import { SyncNotifier } from './notifier.ts';
 import { maxPositionColumn, PUSH_ACTIONS_STREAM, readColumns } from './ordered-stream.ts';
-import { membershipRowsColumn, membershipsFromRows, membershipsAtPosition, roomVersions, stateGroupsAt, summaries, timelines, transactionIds, type MembershipAt, type TimelineRange } from './store.ts';
+import { incrementalReadAhead, membershipRowsColumn, membershipsFromRows, readAheadTimelines, membershipsAtPosition, roomVersions, stateGroupsAt, summaries, timelines, transactionIds, type MembershipAt, type TimelineRange } from './store.ts';
 import { encodeToken, eventsToken, requireToken, type StreamPositions } from './token.ts';
 
 declare module '../homeserver.ts' {
@@ -197,8 +198,22 @@ export class SyncService {
       else if (s.positionColumns) for (const [k, c] of Object.entries(s.positionColumns.columns(requester))) cols.push([`c${i}_${k}`, c]);
     });
     cols.push(['memberships', membershipRowsColumn(userId)]);
+    // The common incremental sync (a woken long-poll) reads its timelines and unread counts in this same
+    // statement, on the guess that the user's memberships did not change since the token; the guess is
+    // checked below against the memberships read here, and the usual reads run when it was wrong.
+    const sinceEvents = since?.get('events') ?? null;
+    const limit = timelineLimit(rf);
+    const tf = rf?.timeline;
+    const mayReadAhead =
+      sinceEvents !== null && sinceEvents <= eventsPos && !p.fullState && !rf?.rooms && !rf?.not_rooms && !tf?.rooms && !tf?.not_rooms;
+    let ctes: RawBuilder<unknown> | null = null;
+    if (mayReadAhead) {
+      const ahead = incrementalReadAhead(userId, sinceEvents, eventsPos, limit, tf, since?.get('unread') ?? 0, cols[0]![1]);
+      ctes = ahead.ctes;
+      cols.push(...ahead.columns);
+    }
     cols.push(['ignored', hs.services.accounts.accountData.ignoredUsersColumn(userId)]);
-    const values = await readColumns(hs.db, cols);
+    const values = await readColumns(hs.db, cols, ctes);
     const next: StreamPositions = new Map([
       ['events', eventsPos],
       ['unread', Number(values['unread'] ?? 0)],
@@ -217,11 +232,13 @@ export class SyncService {
     streams.forEach((s, i) => next.set(s.name, computed[i]!));
     const unreadPos = next.get('unread')!;
 
-    const sinceE = since?.get('events') ?? null;
+    const sinceE = sinceEvents;
     const initial = sinceE === null;
 
     // 2. Memberships at eventsPos, sorted into sections.
     const memberships = await membershipsFromRows(hs.db, userId, values['memberships'], eventsPos);
+    // The read-ahead holds when no membership of the user changed after the token.
+    const readAhead = mayReadAhead && memberships.every((m) => m.streamOrdering <= sinceE!);
     const before = initial
       ? new Map<string, { membership: string }>()
       : await membershipsAtPosition(hs.db, userId, memberships.filter((m) => m.streamOrdering > sinceE).map((m) => m.roomId), sinceE);
@@ -259,10 +276,8 @@ export class SyncService {
     }
 
     // 3. Timelines, batched over all rooms.
-    const limit = timelineLimit(rf);
-    const tf = rf?.timeline;
     const ranges = [...joinPlans.map((j) => j.range), ...leavePlans.map((l) => l.range)].filter((r) => roomAllowed(tf, r.roomId));
-    const tl = await timelines(hs.db, ranges, limit, tf);
+    const tl = readAhead ? readAheadTimelines(values['ahead_timeline'], limit) : await timelines(hs.db, ranges, limit, tf);
 
     // Ignored users (modules/ignore_users.md): their non-state events leave the timelines below, and
     // "servers must not send room invites from ignored users to clients". (The list was read with the positions.)
@@ -333,11 +348,21 @@ export class SyncService {
     const accountDataFor = (roomId: string) => (roomAllowed(rf?.account_data, roomId) ? filterEvents(rf?.account_data, (roomAccountData.get(roomId) ?? []) as Array<{ type: string }>) : []);
     // Unread counts of those rooms, and which rooms' counts changed since the token: one statement.
     const candidates = joinPlans.filter((j) => j.full || tl.has(j.roomId) || ephemeralFor(j.roomId).length > 0 || accountDataFor(j.roomId).length > 0);
-    const { counts: unread, changed: unreadChanged } = await notifications.unreadFor(
-      userId,
-      candidates.map((j) => j.roomId),
-      initial ? null : { since: since?.get('unread') ?? 0, upTo: unreadPos },
-    );
+    let unread: Map<string, RoomUnread>;
+    let unreadChanged: Set<string>;
+    if (readAhead) {
+      // Read ahead for the rooms with new events and those whose counts changed; the rooms here only
+      // for their ephemeral events or account data are read now.
+      ({ counts: unread, changed: unreadChanged } = unreadFromRows((values['ahead_unread'] ?? []) as unknown[][]));
+      const rest = candidates.filter((j) => !tl.has(j.roomId) && !unreadChanged.has(j.roomId)).map((j) => j.roomId);
+      if (rest.length > 0) for (const [r, u] of (await notifications.unreadFor(userId, rest, null)).counts) unread.set(r, u);
+    } else {
+      ({ counts: unread, changed: unreadChanged } = await notifications.unreadFor(
+        userId,
+        candidates.map((j) => j.roomId),
+        initial ? null : { since: since?.get('unread') ?? 0, upTo: unreadPos },
+      ));
+    }
     const candidateIds = new Set(candidates.map((j) => j.roomId));
     const included = joinPlans.filter((j) => candidateIds.has(j.roomId) || unreadChanged.has(j.roomId));
 
