@@ -32,6 +32,14 @@ function sendError(ctx: Koa.Context, err: MatrixError): void {
   ctx.body = err.toJSON();
 }
 
+/** Request ids for the logs: a random per-process prefix and a counter (unique without a random draw per request). */
+const REQUEST_ID_PREFIX = randomBytes(4).toString('hex');
+let requestCounter = 0;
+function nextRequestId(): string {
+  requestCounter = (requestCounter + 1) % Number.MAX_SAFE_INTEGER;
+  return `${REQUEST_ID_PREFIX}${requestCounter.toString(36)}`;
+}
+
 export function buildApp(opts: AppOptions): Koa {
   const app = new Koa();
   app.proxy = false;
@@ -46,7 +54,7 @@ export function buildApp(opts: AppOptions): Koa {
   app.use(async (ctx, next) => {
     const started = process.hrtime.bigint();
     const state = ctx.state as RequestState;
-    state.requestId = randomBytes(6).toString('hex');
+    state.requestId = nextRequestId();
     state.maxJsonBodyBytes = opts.maxJsonBodyBytes;
     for (const [k, v] of Object.entries(CORS_HEADERS)) ctx.set(k, v);
     try {
