@@ -44,6 +44,8 @@ export const PRESENCE_STATES: readonly PresenceState[] = ['online', 'unavailable
 /** Activity closer together than this does not rewrite last_active_ts. */
 const ACTIVE_WRITE_INTERVAL_MS = 60_000;
 const STATUS_MSG_MAX_BYTES = 1024;
+/** A user whose sync ended this recently (at most offlineMs / 4) still counts as syncing here: long-poll clients come straight back. */
+const RECENT_SYNC_MS = 5_000;
 
 export interface PresenceContent {
   presence: PresenceState;
@@ -67,6 +69,8 @@ export class PresenceService {
   private readonly offlineMs: number;
   /** Open sync requests in this process, by user. */
   private readonly syncing = new Map<string, number>();
+  /** When each user's last sync here ended (oldest first), for users between two long-polls. */
+  private readonly ended = new Map<string, number>();
   private readonly local = new Map<string, LocalView>();
   private sweeper: NodeJS.Timeout | null = null;
   private sweeping: Promise<void> | null = null;
@@ -199,8 +203,23 @@ export class PresenceService {
 
   syncEnded(userId: string): void {
     const n = (this.syncing.get(userId) ?? 1) - 1;
-    if (n <= 0) this.syncing.delete(userId);
-    else this.syncing.set(userId, n);
+    if (n <= 0) {
+      this.syncing.delete(userId);
+      // A long-poll client is back within moments: the sweeper counts the user as syncing meanwhile.
+      this.ended.delete(userId);
+      this.ended.set(userId, this.hs.now());
+    } else this.syncing.set(userId, n);
+  }
+
+  /** Users syncing here now, or whose last sync here ended moments ago (RECENT_SYNC_MS). */
+  private syncingHere(now: number): string[] {
+    for (const [u, t] of this.ended) {
+      if (now - t < Math.min(RECENT_SYNC_MS, this.offlineMs / 4)) break;
+      this.ended.delete(u);
+    }
+    const out = new Set(this.syncing.keys());
+    for (const u of this.ended.keys()) out.add(u);
+    return [...out];
   }
 
   /** The user did something (sent an event): back online, last_active now. */
@@ -216,12 +235,12 @@ export class PresenceService {
   async sweep(): Promise<void> {
     const now = this.hs.now();
     // Ahead of syncStarted's own threshold (offlineMs / 4), so a user syncing here all along never needs a write of their own.
-    const fresh = [...this.syncing.keys()].filter((u) => now - this.view(u).syncWritten > this.offlineMs / 8);
+    const here = this.syncingHere(now);
+    const fresh = here.filter((u) => now - this.view(u).syncWritten > this.offlineMs / 8);
     if (fresh.length > 0) {
       await this.hs.db.updateTable('presence').set({ last_sync_ts: now }).where(sql<boolean>`user_id = any(${fresh}::text[])`).execute();
       for (const u of fresh) this.view(u).syncWritten = now;
     }
-    const here = [...this.syncing.keys()];
     // The shared state of the users syncing here, re-read for all of them at once (another process may
     // have changed it), so their syncs need no read of their own (syncStarted re-reads only views
     // older than offlineMs / 4).

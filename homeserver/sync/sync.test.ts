@@ -84,6 +84,36 @@ describe('sync', () => {
     assert.equal(joined(s1, roomId)!.timeline.events[0].unsigned.transaction_id, undefined);
   });
 
+  test('a long-poll coming back with the token just returned: a message sent between the two requests, or a join made elsewhere, is not missed', async () => {
+    const alice = await user('alice');
+    const bob = await user('bob');
+    const roomId = await alice.createRoom({ preset: 'public_chat' });
+    await bob.join(roomId);
+    const b0 = await bob.sync();
+    // A long-poll answered by a message; its waiter is kept for the next request with its token.
+    const waiting = bob.sync({ since: b0.next_batch, timeout: 20_000 });
+    await alice.send(roomId, 'one');
+    const b1 = await waiting;
+    assert.deepEqual(bodies(joined(b1, roomId)), ['one']);
+    // A message between the answer and the next request: the next request returns it at once.
+    await alice.send(roomId, 'two');
+    const t = Date.now();
+    const b2 = await bob.sync({ since: b1.next_batch, timeout: 20_000 });
+    assert.deepEqual(bodies(joined(b2, roomId)), ['two']);
+    assert.ok(Date.now() - t < 15_000);
+    // The same token again after a quiet answer (timeout): the kept waiter of a timed-out poll.
+    const b3 = await bob.sync({ since: b2.next_batch, timeout: 200 });
+    assert.equal(joined(b3, roomId), undefined);
+    // Bob joins a new room from another request, then long-polls with the token: its messages reach him.
+    const other = await alice.createRoom({ preset: 'public_chat' });
+    await bob.join(other);
+    const waiting2 = syncUntil(bob, b3.next_batch, (s) => bodies(joined(s, other)).includes('three'));
+    await new Promise((r) => setTimeout(r, 100));
+    await alice.send(other, 'three');
+    const b4 = await waiting2;
+    assert.deepEqual(bodies(joined(b4, other)), ['three']);
+  });
+
   test('limited timeline with prev_batch; state delta over the gap', async () => {
     const alice = await user('alice');
     const bob = await user('bob');

@@ -36,7 +36,7 @@ import { unreadFromRows, type RoomUnread } from '../services/notifications.ts';
 import { getEventsByIds, type StoredEvent } from '../storage/rooms-store.ts';
 import type { SyncContribution, SyncRequestInfo, SyncStream } from './extensions.ts';
 import { containsUrlAllowed, eventAllowed, excludesEverything, filterEvents, projectFields, roomAllowed, timelineLimit, type EventFilter, type SyncFilter } from './filter.ts';
-import { SyncNotifier } from './notifier.ts';
+import { SyncNotifier, type Waiter } from './notifier.ts';
 import { maxPositionColumn, PUSH_ACTIONS_STREAM, readColumns } from './ordered-stream.ts';
 import { incrementalReadAhead, membershipRowsColumn, membershipsFromRows, readAheadTimelines, membershipsAtPosition, roomVersions, stateGroupsAt, summaries, timelines, transactionIds, type MembershipAt, type TimelineRange } from './store.ts';
 import { encodeToken, eventsToken, requireToken, type StreamPositions } from './token.ts';
@@ -55,6 +55,9 @@ const STRIPPED_TYPES = ['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.
 const LAZY_CACHE_DEVICES = 2_000;
 const LAZY_CACHE_ENTRIES = 5_000;
 const JOINED_CACHE_USERS = 100_000;
+/** How long a response's waiter is kept for the client's next request (clients come back at once). */
+const LINGER_MS = 5_000;
+const LINGER_MAX = 100_000;
 
 export interface SyncParams {
   since: string | null;
@@ -91,11 +94,17 @@ export class SyncService {
   private readonly sentMembers = new Map<string, Map<string, string>>();
   /** Per user: the rooms the last build found joined (roomChannels), at most JOINED_CACHE_USERS users. */
   private readonly joinedRooms = new Map<string, Set<string>>();
+  /** Waiters of recent responses, by user, device and the response's next_batch (linger / takeLingering). */
+  private readonly lingering = new Map<string, { waiter: Waiter; timer: NodeJS.Timeout }>();
 
   constructor(hs: Homeserver) {
     this.hs = hs;
     this.notifier = new SyncNotifier(hs.bus);
-    hs.onShutdown(() => this.notifier.wakeAll());
+    hs.onShutdown(() => {
+      for (const l of this.lingering.values()) clearTimeout(l.timer);
+      this.lingering.clear();
+      this.notifier.wakeAll();
+    });
   }
 
   private get streams(): SyncStream[] {
@@ -116,31 +125,88 @@ export class SyncService {
       }
       const canWait = since !== null && !p.fullState && p.timeoutMs > 0;
       const deadline = Date.now() + Math.min(p.timeoutMs, MAX_SYNC_TIMEOUT_MS);
+      // The client comes back with the token this process just gave it, and the waiter of that response
+      // has not fired: nothing for the client has happened since its positions were read (the waiter
+      // was registered before), so a build now would be empty. Wait first; build once woken.
+      const lingering = canWait ? this.takeLingering(requester, p.since!) : null;
+      if (lingering) {
+        try {
+          if (!lingering.fired) await this.notifier.wait(lingering, deadline - Date.now());
+          if (lingering.fired && !this.hs.stopping) await this.caughtUp(lingering.eventsPosition, deadline);
+        } finally {
+          this.notifier.release(lingering);
+        }
+      }
       for (;;) {
         const rooms = canWait ? await this.roomChannels(requester.userId) : null;
         const waiter = rooms ? await this.notifier.register([`user:${requester.userId}`, ...[...rooms].map((r) => `room:${r}`)]) : null;
+        let kept = false;
         try {
           const { body, empty, joinedRoomIds } = await this.build(requester, since, p);
           if (waiter) this.rememberJoined(requester.userId, joinedRoomIds);
-          if (!empty || !waiter || this.hs.stopping) return body;
+          if (!waiter || this.hs.stopping) return body;
+          if (!empty) {
+            kept = this.linger(requester, body.next_batch, waiter, rooms!, joinedRoomIds);
+            return body;
+          }
           // The waiter listens on the rooms remembered from an earlier build; the user has joined one
           // since (a join made elsewhere): listen on it too, and build again from there.
           if (joinedRoomIds.some((r) => !rooms!.has(r))) continue;
           const remaining = deadline - Date.now();
           if (remaining <= 0) return body;
           const woken = await this.notifier.wait(waiter, remaining);
-          if (!woken || this.hs.stopping) return body;
+          if (!woken || this.hs.stopping) {
+            if (!this.hs.stopping) kept = this.linger(requester, body.next_batch, waiter, rooms!, joinedRoomIds);
+            return body;
+          }
           // Events commit out of order across rooms: a room's wake-up may come while a lower position of
           // another room is still in flight, so the stream has not reached it yet. No other wake-up
           // will follow for this room: wait until the stream gets there, then build again.
           await this.caughtUp(waiter.eventsPosition, deadline);
         } finally {
-          if (waiter) this.notifier.release(waiter);
+          if (waiter && !kept) this.notifier.release(waiter);
         }
       }
     } finally {
       if (counted) presence!.syncEnded(requester.userId);
     }
+  }
+
+  /**
+   * Keeps the waiter of a response for LINGER_MS, for the client's next request with `token` (see
+   * sync). Only when it listens on every room the response's build found joined. Returns whether kept.
+   */
+  private linger(requester: Requester, token: string, waiter: Waiter, rooms: Set<string>, joined: string[]): boolean {
+    if (joined.some((r) => !rooms.has(r))) return false;
+    const key = `${requester.userId}\u0000${requester.deviceId ?? ''}\u0000${token}`;
+    const old = this.lingering.get(key);
+    if (old) {
+      clearTimeout(old.timer);
+      this.notifier.release(old.waiter);
+      this.lingering.delete(key);
+    }
+    if (this.lingering.size >= LINGER_MAX) {
+      const [k, first] = this.lingering.entries().next().value!;
+      clearTimeout(first.timer);
+      this.notifier.release(first.waiter);
+      this.lingering.delete(k);
+    }
+    const timer = setTimeout(() => {
+      if (this.lingering.get(key)?.waiter === waiter) this.lingering.delete(key);
+      this.notifier.release(waiter);
+    }, LINGER_MS);
+    timer.unref();
+    this.lingering.set(key, { waiter, timer });
+    return true;
+  }
+
+  private takeLingering(requester: Requester, token: string): Waiter | null {
+    const key = `${requester.userId}\u0000${requester.deviceId ?? ''}\u0000${token}`;
+    const l = this.lingering.get(key);
+    if (!l) return null;
+    this.lingering.delete(key);
+    clearTimeout(l.timer);
+    return l.waiter;
   }
 
   /** Resolves once the events stream reaches `position` (or the deadline passes). */
