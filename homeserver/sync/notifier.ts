@@ -14,6 +14,23 @@ export class Waiter {
   timer: NodeJS.Timeout | null = null;
   /** The highest `events` stream position a wake-up announced (0: none). */
   eventsPosition = 0;
+  /** The highest position each wake-up announced, by stream; `unplaced` when one came without any. */
+  readonly announced = new Map<string, number>();
+  unplaced = false;
+  /**
+   * Whether a wake-up announced something a response at `positions` did not cover (a position above
+   * the response's for its stream, or a wake-up without a position). A waiter registered before that
+   * response read its positions and fired only for what it covers may go on waiting.
+   */
+  firedBeyond(positions: ReadonlyMap<string, number>): boolean {
+    if (!this.fired) return false;
+    if (this.unplaced) return true;
+    for (const [stream, pos] of this.announced) {
+      const covered = positions.get(stream);
+      if (covered === undefined || pos > covered) return true;
+    }
+    return false;
+  }
   readonly channels: string[];
   constructor(channels: string[]) {
     this.channels = channels;
@@ -57,9 +74,13 @@ export class SyncNotifier {
   private fire(ch: string, m: BusMessage): void {
     const set = this.waiters.get(ch);
     if (!set) return;
-    const events = m['stream'] === 'events' && typeof m['position'] === 'number' ? m['position'] : 0;
+    const stream = typeof m['stream'] === 'string' ? m['stream'] : null;
+    const position = typeof m['position'] === 'number' ? m['position'] : null;
+    const events = stream === 'events' && position !== null ? position : 0;
     for (const w of set) {
       if (events > w.eventsPosition) w.eventsPosition = events;
+      if (stream === null || position === null) w.unplaced = true;
+      else if (position > (w.announced.get(stream) ?? 0)) w.announced.set(stream, position);
       wake(w);
     }
   }

@@ -130,6 +130,9 @@ export class SyncService {
       // was registered before), so a build now would be empty. Wait first; build once woken.
       const lingering = canWait ? this.takeLingering(requester, p.since!) : null;
       if (lingering) {
+        // Woken only for what the token already covers (the unread counts of the response's own
+        // events, written while it was built): as good as not woken.
+        if (!lingering.firedBeyond(since!)) lingering.fired = false;
         try {
           if (!lingering.fired) await this.notifier.wait(lingering, deadline - Date.now());
           if (lingering.fired && !this.hs.stopping) await this.caughtUp(lingering.eventsPosition, deadline);
