@@ -86,9 +86,34 @@ export class EventStreamPositions {
     await sql`delete from stream_in_flight where stream = 'events' and position = any(${positions}::bigint[])`.execute(tx);
   }
 
+  /**
+   * One writer: resolves once this process's position reaches `position` (or after `timeoutMs`), woken
+   * by the persists that advance it rather than by polling. With several writers the position is read
+   * from the database: callers poll currentPosition instead.
+   */
+  whenReached(position: number, timeoutMs: number): Promise<void> {
+    if (this.localPosition() >= position || timeoutMs <= 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const w = { position, resolve: () => {
+        clearTimeout(timer);
+        this.reachWaiters.delete(w);
+        resolve();
+      } };
+      const timer = setTimeout(w.resolve, timeoutMs);
+      timer.unref();
+      this.reachWaiters.add(w);
+    });
+  }
+
+  private readonly reachWaiters = new Set<{ position: number; resolve: () => void }>();
+
   /** After the persisting transaction committed or failed. On failure the markers are removed here. */
   async finished(positions: number[], committed: boolean): Promise<void> {
     for (const p of positions) this.inFlight.delete(p);
+    if (this.reachWaiters.size > 0) {
+      const now = this.localPosition();
+      for (const w of [...this.reachWaiters]) if (w.position <= now) w.resolve();
+    }
     if (!committed && this.multiWriter && positions.length > 0) {
       try {
         await this.clearInFlight(this.db, positions);

@@ -215,6 +215,8 @@ export class SyncService {
   /** Resolves once the events stream reaches `position` (or the deadline passes). */
   private async caughtUp(position: number, deadline: number): Promise<void> {
     const rooms = this.hs.services.rooms;
+    const stream = rooms.writer.stream;
+    if (!stream.multiWriter) return stream.whenReached(position, deadline - Date.now());
     for (let pause = 2; position > 0 && Date.now() < deadline && !this.hs.stopping; pause = Math.min(pause * 2, 50)) {
       if ((await rooms.currentStreamPosition()) >= position) return;
       await new Promise((r) => setTimeout(r, pause));

@@ -64,6 +64,8 @@ async function run(setup: Setup): Promise<void> {
     tokens.push(...(await Promise.all(users.slice(i, i + 50).map(async (u) => (await sync(u.token, 'timeout=0')).next_batch as string))));
   }
   const latencies: number[] = [];
+  const slow: string[] = [];
+  let startAt = 0;
   const sentAt = new Map<string, number>();
   let running = true;
   let syncErrors = 0;
@@ -88,7 +90,7 @@ async function run(setup: Setup): Promise<void> {
       for (const room of Object.values(body.rooms?.join ?? {}) as any[]) {
         for (const e of room.timeline.events) {
           const t = sentAt.get(e.content?.body);
-          if (t !== undefined && e.sender !== u.userId) latencies.push(now - t);
+          if (t !== undefined && e.sender !== u.userId) { latencies.push(now - t); if (process.env.AXON_BENCH_SYNC_DEBUG && now - t > 50) slow.push(`${Math.round(t - startAt)}:${Math.round(now - t)}`); }
         }
       }
     }
@@ -108,6 +110,7 @@ async function run(setup: Setup): Promise<void> {
 
   const total = rate * seconds;
   const start = performance.now();
+  startAt = start;
   const sends: Promise<unknown>[] = [];
   let sendErrors = 0;
   let firstSendError = '';
@@ -140,6 +143,7 @@ async function run(setup: Setup): Promise<void> {
   while (latencies.length < expected && performance.now() < drainEnd) await pause(100);
   running = false;
   const result: ClientResult = { latencies, sendTimes, achieved, expected, sendErrors, firstSendError, syncErrors, firstSyncError };
+  if (process.env.AXON_BENCH_SYNC_DEBUG) { const bySec = new Map<number, number>(); for (const x of slow) { const sec = Math.floor(Number(x.split(':')[0]) / 500) / 2; bySec.set(sec, (bySec.get(sec) ?? 0) + 1); } console.error('slow deliveries (>50 ms) by send time (s):', [...bySec].sort((a, b) => a[0] - b[0]).map(([k, v]) => `${k}:${v}`).join(' ')); }
   process.send!({ result });
   // The parent wakes the remaining long-polls by stopping the server; leave without waiting for them.
   void loops;

@@ -3,7 +3,8 @@
 //      long-polling and RATE messages/s spread over ROOMS rooms (target p99 < 50 ms on PostgreSQL);
 //  (b) initial sync of a user in BIG_ROOMS rooms with BIG_EVENTS events each (target < 1 s);
 //  (c) server memory per idle long-poll, with CONNS connections held by a child process (target < 20 KB).
-// The clients of (a) run in a child process (_sync-clients.ts), so the figures are the server's alone.
+// The clients of (a) run in a child process (_sync-clients.ts), so the figures are the server's alone;
+// AXON_BENCH_SYNC_DEBUG=1 prints when the slow deliveries (> 50 ms) were sent, by half-second.
 // The full scale is the (1,000 users, 100 msg/s over 100 rooms; 500 × 50; 10,000 connections).
 // On PGlite (no AXON_BENCH_DATABASE_URL) (a) and (b) run scaled down by default — the embedded database
 // is single-threaded WASM sharing the cores with the clients — and say so; AXON_BENCH_SYNC_FULL=1 forces
