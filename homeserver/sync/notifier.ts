@@ -53,6 +53,17 @@ export class SyncNotifier {
   }
 
   /**
+   * A waiter kept between two requests of a client (SyncService's lingering waiters) is not a held
+   * long-poll: `parked` takes it out of waitingCount, `unpark` puts it back. It stays subscribed.
+   */
+  park(w: Waiter): void {
+    this.registered.delete(w);
+  }
+  unpark(w: Waiter): void {
+    this.registered.add(w);
+  }
+
+  /**
    * Registers a waiter on `channels` and resolves once the bus delivers them to this process; call
    * `release` when done with it. Read the database only after this resolves.
    */

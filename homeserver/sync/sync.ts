@@ -199,6 +199,7 @@ export class SyncService {
       this.notifier.release(waiter);
     }, LINGER_MS);
     timer.unref();
+    this.notifier.park(waiter);
     this.lingering.set(key, { waiter, timer });
     return true;
   }
@@ -209,6 +210,7 @@ export class SyncService {
     if (!l) return null;
     this.lingering.delete(key);
     clearTimeout(l.timer);
+    this.notifier.unpark(l.waiter);
     return l.waiter;
   }
 
