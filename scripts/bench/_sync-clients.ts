@@ -2,7 +2,7 @@
 // in production, where clients are other machines): USERS long-polling users and the senders of RATE
 // messages/s. Send and receive times are both taken here, so the latency is send → the receiving
 // client's long-poll returns, on one clock. Started by sync.ts with fork(); talks over IPC:
-//   parent → { setup }   child → { settled, answers }   parent → { go }   child → { result }
+//   parent → { setup }   child → { settled, answers }   parent → { go }   child → { warmedUp }   child → { result }
 import http from 'node:http';
 
 interface Setup {
@@ -13,6 +13,8 @@ interface Setup {
   senders: number[];
   rate: number;
   seconds: number;
+  /** Seconds of sends at the same rate before measuring. */
+  warmup: number;
   perRoom: number;
   filter: string;
 }
@@ -107,6 +109,23 @@ async function run(setup: Setup): Promise<void> {
   }
   process.send!({ settled: (performance.now() - settleStart) / 1000, answers });
   await new Promise<void>((r) => process.once('message', () => r()));
+
+  // Warm-up at the same rate, not measured (a server that has just started fills its caches, prepares
+  // its statements and compiles its hot code in the first seconds), then a pause for its deliveries.
+  const warmTotal = Math.round(rate * setup.warmup);
+  const warmStart = performance.now();
+  const warmSends: Promise<unknown>[] = [];
+  for (let i = 0; i < warmTotal; i++) {
+    const wait = warmStart + (i * 1000) / rate - performance.now();
+    if (wait > 0) await pause(wait);
+    const r = i % roomIds.length;
+    warmSends.push(
+      request(base, 'PUT', `/_matrix/client/v3/rooms/${encodeURIComponent(roomIds[r]!)}/send/m.room.message/w${i}`, users[senders[r]!]!.token, JSON.stringify({ msgtype: 'm.text', body: `w${i}` })).catch(() => undefined),
+    );
+  }
+  await Promise.all(warmSends);
+  if (warmTotal > 0) await pause(1_000);
+  process.send!({ warmedUp: true });
 
   const total = rate * seconds;
   const start = performance.now();
