@@ -84,7 +84,7 @@ export class PresenceService {
 
   start(): void {
     if (!this.enabled) return;
-    const every = Math.max(250, Math.min(5_000, Math.floor(Math.min(this.idleMs, this.offlineMs) / 4)));
+    const every = this.sweepEveryMs;
     this.sweeper = setInterval(() => {
       if (this.sweeping || this.hs.stopping) return;
       this.sweeping = this.sweep()
@@ -96,6 +96,18 @@ export class PresenceService {
       if (this.sweeper) clearInterval(this.sweeper);
       await this.sweeping;
     });
+  }
+
+  private get sweepEveryMs(): number {
+    return Math.max(250, Math.min(5_000, Math.floor(Math.min(this.idleMs, this.offlineMs) / 4)));
+  }
+
+  /** How old a syncing user's last_sync_ts / view may get before the sweeper refreshes it: between half and all of (offlineMs / 2 - one sweep). */
+  private refreshAfter(userId: string): number {
+    const span = Math.max(0, this.offlineMs / 2 - this.sweepEveryMs);
+    let h = 0;
+    for (let i = 0; i < userId.length; i++) h = (h * 31 + userId.charCodeAt(i)) >>> 0;
+    return span / 2 + ((h % 1000) / 1000) * (span / 2);
   }
 
   private view(userId: string): LocalView {
@@ -186,7 +198,7 @@ export class PresenceService {
     const now = this.hs.now();
     const v = this.view(userId);
     // Re-read the shared state now and then: another process may have changed it.
-    if (now - v.checked > this.offlineMs / 4) {
+    if (now - v.checked > this.offlineMs / 2) {
       const row = await this.hs.db.selectFrom('presence').select(['state', 'last_sync_ts']).where('user_id', '=', userId).executeTakeFirst();
       v.state = (row?.state as PresenceState | undefined) ?? 'offline';
       v.syncWritten = row ? Number(row.last_sync_ts) : 0;
@@ -194,7 +206,7 @@ export class PresenceService {
     }
     if (setPresence === 'online' && v.state === 'offline') await this.write(userId, { state: 'online', active: true });
     else if (setPresence === 'unavailable' && v.state !== 'unavailable') await this.write(userId, { state: 'unavailable' });
-    else if (now - v.syncWritten > this.offlineMs / 4) {
+    else if (now - v.syncWritten > this.offlineMs / 2) {
       v.syncWritten = now;
       await this.hs.db.updateTable('presence').set({ last_sync_ts: now }).where('user_id', '=', userId).execute();
     }
@@ -227,24 +239,27 @@ export class PresenceService {
     if (!this.enabled) return;
     const v = this.view(userId);
     const now = this.hs.now();
-    if (v.state === 'online' && now - v.activeWritten < ACTIVE_WRITE_INTERVAL_MS && now - v.checked < this.offlineMs / 4) return;
+    if (v.state === 'online' && now - v.activeWritten < ACTIVE_WRITE_INTERVAL_MS && now - v.checked < this.offlineMs / 2) return;
     await this.write(userId, { state: 'online', active: true });
   }
 
   /** Applies the idle and offline timeouts; keeps last_sync_ts of this process's syncing users fresh. */
   async sweep(): Promise<void> {
     const now = this.hs.now();
-    // Ahead of syncStarted's own threshold (offlineMs / 4), so a user syncing here all along never needs a write of their own.
+    // Ahead of syncStarted's own threshold (offlineMs / 2) by at least one sweep, so a user syncing here
+    // all along never needs a write of their own; each user's threshold is shifted by a fixed amount of
+    // their own so that users who came online together are not all refreshed by the same sweep.
     const here = this.syncingHere(now);
-    const fresh = here.filter((u) => now - this.view(u).syncWritten > this.offlineMs / 8);
+    const due = (u: string, since: number) => now - since > this.refreshAfter(u);
+    const fresh = here.filter((u) => due(u, this.view(u).syncWritten));
     if (fresh.length > 0) {
       await this.hs.db.updateTable('presence').set({ last_sync_ts: now }).where(sql<boolean>`user_id = any(${fresh}::text[])`).execute();
       for (const u of fresh) this.view(u).syncWritten = now;
     }
     // The shared state of the users syncing here, re-read for all of them at once (another process may
     // have changed it), so their syncs need no read of their own (syncStarted re-reads only views
-    // older than offlineMs / 4).
-    const stale = here.filter((u) => now - this.view(u).checked > this.offlineMs / 8);
+    // older than offlineMs / 2).
+    const stale = here.filter((u) => due(u, this.view(u).checked));
     if (stale.length > 0) {
       const rows = await this.hs.db.selectFrom('presence').select(['user_id', 'state']).where(sql<boolean>`user_id = any(${stale}::text[])`).execute();
       const states = new Map(rows.map((r) => [r.user_id, r.state as PresenceState]));
