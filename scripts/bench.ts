@@ -5,6 +5,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cpus } from 'node:os';
+import { LOCAL_PG_URL, localPostgresAnswers } from './bench/_db.ts';
 
 const dir = join(import.meta.dirname, 'bench');
 const wanted = process.argv.slice(2);
@@ -13,30 +14,13 @@ const names = readdirSync(dir)
   .map((f) => f.replace(/\.ts$/, ''))
   .filter((n) => wanted.length === 0 || wanted.includes(n))
   .sort();
-const LOCAL_PG_URL = 'postgres://postgres@127.0.0.1:5432/test';
-
-/** The targets in the issues are for PostgreSQL on this machine: use the local one when it answers. */
-async function localPostgres(): Promise<boolean> {
-  const { default: pg } = await import('pg');
-  const c = new pg.Client({ connectionString: LOCAL_PG_URL, connectionTimeoutMillis: 2_000 });
-  try {
-    await c.connect();
-    await c.query('select 1');
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await c.end().catch(() => undefined);
-  }
-}
-
 // AXON_BENCH_DATABASE_URL chooses the database; AXON_BENCH_DATABASE=pglite forces the embedded one.
 let dbNote = 'PostgreSQL (AXON_BENCH_DATABASE_URL)';
 if (process.env.AXON_BENCH_DATABASE === 'pglite') {
   delete process.env.AXON_BENCH_DATABASE_URL;
   dbNote = 'PGlite (AXON_BENCH_DATABASE=pglite)';
 } else if (!process.env.AXON_BENCH_DATABASE_URL) {
-  if (await localPostgres()) {
+  if (await localPostgresAnswers()) {
     process.env.AXON_BENCH_DATABASE_URL = LOCAL_PG_URL;
     dbNote = `PostgreSQL at ${LOCAL_PG_URL} (answered; AXON_BENCH_DATABASE=pglite for the embedded database)`;
   } else dbNote = 'PGlite (no PostgreSQL at 127.0.0.1:5432; set AXON_BENCH_DATABASE_URL)';

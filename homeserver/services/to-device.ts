@@ -256,15 +256,14 @@ export class ToDeviceService {
       name: 'to_device',
       currentPosition: (requester: Requester) => (requester.deviceId ? this.currentPosition(requester.userId, requester.deviceId) : Promise.resolve(0)),
       positionColumns: {
-        columns: (requester: Requester) => {
-          const where = sql`user_id = ${requester.userId} and device_id = ${requester.deviceId ?? ''}`;
-          return {
-            last: sql`(select last_seq from to_device_inbox where ${where})`,
-            acked: sql`(select acked_seq from to_device_inbox where ${where})`,
-          };
+        columns: (requester: Requester) => ({
+          inbox: sql`(select json_build_array(last_seq, acked_seq) from to_device_inbox where user_id = ${requester.userId} and device_id = ${requester.deviceId ?? ''})`,
+        }),
+        position: (requester: Requester, v: Record<string, unknown>) => {
+          const raw = v['inbox'];
+          const inbox = (typeof raw === 'string' ? JSON.parse(raw) : raw) as [number, number] | null | undefined;
+          return requester.deviceId ? this.positionFromInbox(requester.userId, requester.deviceId, inbox ? { last_seq: inbox[0], acked_seq: inbox[1] } : null) : Promise.resolve(0);
         },
-        position: (requester: Requester, v: Record<string, unknown>) =>
-          requester.deviceId ? this.positionFromInbox(requester.userId, requester.deviceId, { last_seq: v['last'], acked_seq: v['acked'] }) : Promise.resolve(0),
       },
       collect: async (info: SyncRequestInfo): Promise<SyncContribution> => {
         const { userId, deviceId } = info.requester;

@@ -58,6 +58,26 @@ export async function getMedia(db: Queryable, serverName: string, mediaId: strin
   return db.selectFrom('media').selectAll().where('server_name', '=', serverName).where('media_id', '=', mediaId).executeTakeFirst();
 }
 
+/** A media row: the ids, ownership and times given, every other column null (no bytes, not quarantined). */
+export function mediaRow(row: Pick<MediaRow, 'server_name' | 'media_id' | 'is_remote' | 'user_id' | 'created_ts'> & Partial<MediaRow>): MediaRow {
+  return {
+    content_type: null,
+    upload_name: null,
+    size: null,
+    sha256: null,
+    sniffed_type: null,
+    width: null,
+    height: null,
+    storage_key: null,
+    uploaded_ts: null,
+    unused_expires_ts: null,
+    last_access_ts: null,
+    quarantined_ts: null,
+    quarantined_by: null,
+    ...row,
+  };
+}
+
 export async function insertMedia(db: Queryable, row: MediaRow): Promise<boolean> {
   const r = await db.insertInto('media').values(row).onConflict((oc) => oc.doNothing()).returning('media_id').executeTakeFirst();
   return r !== undefined;

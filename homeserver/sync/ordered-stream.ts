@@ -77,14 +77,6 @@ export async function orderedPosition(db: Db, s: OrderedStream): Promise<number>
   return Number(rows[0]?.p ?? 0);
 }
 
-/** Several table-backed positions (max of a column each, 0 when empty) in one round trip, by name. */
-export async function maxPositions(db: Db, of: ReadonlyArray<{ name: string; table: string; column: string }>): Promise<Array<[string, number]>> {
-  if (of.length === 0) return [];
-  const cols = of.map((o, i) => sql`(select max(${sql.ref(o.column)}) from ${sql.table(o.table)}) as ${sql.ref(`p${i}`)}`);
-  const { rows } = await sql<Record<string, string | number | null>>`select ${sql.join(cols)}`.execute(db);
-  return of.map((o, i) => [o.name, Number(rows[0]?.[`p${i}`] ?? 0)]);
-}
-
 /** The scalar subquery of a table-backed position (max of the column, null when the table is empty). */
 export function maxPositionColumn(table: string, column: string): RawBuilder<unknown> {
   return sql`(select max(${sql.ref(column)}) from ${sql.table(table)})`;

@@ -17,25 +17,20 @@ export interface MembershipAt {
 const ACCEPTED = sql`e.rejected_reason is null and e.soft_failed = false and e.outlier = false`;
 
 /**
- * The user's membership in every room they have one in, as of position `upTo` (forgotten rooms
- * excluded). room_memberships holds the current membership; rows that changed after `upTo` are
- * replaced by the membership event at `upTo` (or dropped when there was none).
- */
-export async function membershipsAt(db: Queryable, userId: string, upTo: number): Promise<MembershipAt[]> {
-  const { rows } = await sql<{ m: unknown }>`select ${membershipRowsColumn(userId)} as m`.execute(db);
-  return membershipsFromRows(db, userId, rows[0]?.m, upTo);
-}
-
-/**
  * The user's current membership rows (forgotten rooms excluded) as one JSON value, a scalar subquery
- * the sync engine reads in its positions statement; membershipsFromRows turns it into membershipsAt's
- * answer. Read it only after the position `upTo` it is used with.
+ * the sync engine reads in its positions statement; membershipsFromRows turns it into the
+ * memberships at a position. Read it only after the position `upTo` it is used with.
  */
 export function membershipRowsColumn(userId: string): RawBuilder<unknown> {
   return sql`(select coalesce(json_agg(json_build_array(room_id, membership, event_id, stream_ordering)), '[]'::json)
     from room_memberships where user_id = ${userId} and forgotten = false)`;
 }
 
+/**
+ * The user's membership in every room they have one in, as of position `upTo`, from what
+ * membershipRowsColumn read: rows that changed after `upTo` are replaced by the membership event at
+ * `upTo` (or dropped when there was none).
+ */
 export async function membershipsFromRows(db: Queryable, userId: string, value: unknown, upTo: number): Promise<MembershipAt[]> {
   const rows = (typeof value === 'string' ? JSON.parse(value) : value ?? []) as Array<[string, string, string, number | string]>;
   const out: MembershipAt[] = [];
@@ -163,9 +158,8 @@ export function unreadSelect(userId: string, rooms: RawBuilder<unknown>, receipt
 /** The read-ahead timeline rows (JSON) into timelines()'s answer for those rooms. */
 export function readAheadTimelines(value: unknown, limit: number): Map<string, TimelineResult> {
   const rows = (typeof value === 'string' ? JSON.parse(value) : value ?? []) as unknown[][];
-  const byRoom = new Map<string, StoredEvent[]>();
-  for (const r of rows) {
-    const e = rowToStoredEvent({
+  const events = rows.map((r) =>
+    rowToStoredEvent({
       event_id: r[0] as string,
       room_id: r[1] as string,
       json: r[2] as string,
@@ -177,7 +171,15 @@ export function readAheadTimelines(value: unknown, limit: number): Map<string, T
       redacted_by: r[8] as string | null,
       state_group_before: r[9] === null ? null : String(r[9]),
       state_group: r[10] === null ? null : String(r[10]),
-    } as Parameters<typeof rowToStoredEvent>[0]);
+    } as Parameters<typeof rowToStoredEvent>[0]),
+  );
+  return groupTimelines(events, limit);
+}
+
+/** Events of several rooms (up to limit + 1 of each) into per-room timelines, oldest first, `limited` when one was left out. */
+function groupTimelines(events: StoredEvent[], limit: number): Map<string, TimelineResult> {
+  const byRoom = new Map<string, StoredEvent[]>();
+  for (const e of events) {
     let list = byRoom.get(e.roomId);
     if (!list) byRoom.set(e.roomId, (list = []));
     list.push(e);
@@ -210,10 +212,9 @@ export interface TimelineResult {
  * not_types, senders and not_senders applied in SQL so the limit counts matching events only.
  */
 export async function timelines(db: Queryable, ranges: TimelineRange[], limit: number, filter?: RoomEventFilter): Promise<Map<string, TimelineResult>> {
-  const out = new Map<string, TimelineResult>();
   // An empty range has no events: an incremental sync with no new events needs no query at all.
   ranges = ranges.filter((r) => r.to > r.from);
-  if (ranges.length === 0) return out;
+  if (ranges.length === 0) return new Map();
   const where = timelineWhere(filter);
   const { rows } = await sql<{
     event_id: string; room_id: string; json: string; stream_ordering: number; depth: number; rejected_reason: string | null; soft_failed: boolean;
@@ -228,18 +229,7 @@ export async function timelines(db: Queryable, ranges: TimelineRange[], limit: n
       where e.room_id = r.room_id and e.stream_ordering > r.lo and e.stream_ordering <= r.hi and ${where}
       order by e.stream_ordering desc limit ${limit + 1}
     ) t`.execute(db);
-  const byRoom = new Map<string, StoredEvent[]>();
-  for (const row of rows) {
-    let list = byRoom.get(row.room_id);
-    if (!list) byRoom.set(row.room_id, (list = []));
-    list.push(rowToStoredEvent(row));
-  }
-  for (const [roomId, list] of byRoom) {
-    list.sort((a, b) => a.streamOrdering - b.streamOrdering);
-    const limited = list.length > limit;
-    out.set(roomId, { events: limited ? list.slice(list.length - limit) : list, limited });
-  }
-  return out;
+  return groupTimelines(rows.map(rowToStoredEvent), limit);
 }
 
 /**

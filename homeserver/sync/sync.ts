@@ -181,7 +181,7 @@ export class SyncService {
    */
   private linger(requester: Requester, token: string, waiter: Waiter, rooms: Set<string>, joined: string[]): boolean {
     if (joined.some((r) => !rooms.has(r))) return false;
-    const key = `${requester.userId}\u0000${requester.deviceId ?? ''}\u0000${token}`;
+    const key = lingerKey(requester, token);
     const old = this.lingering.get(key);
     if (old) {
       clearTimeout(old.timer);
@@ -205,7 +205,7 @@ export class SyncService {
   }
 
   private takeLingering(requester: Requester, token: string): Waiter | null {
-    const key = `${requester.userId}\u0000${requester.deviceId ?? ''}\u0000${token}`;
+    const key = lingerKey(requester, token);
     const l = this.lingering.get(key);
     if (!l) return null;
     this.lingering.delete(key);
@@ -266,9 +266,14 @@ export class SyncService {
     // positionOf), the requester's own positions (streams with positionColumns), the user's ignore list
     // and membership rows — read after eventsPos, as membershipsFromRows requires.
     const cols: Array<readonly [string, RawBuilder<unknown>]> = [['unread', maxPositionColumn(PUSH_ACTIONS_STREAM.table, PUSH_ACTIONS_STREAM.column)]];
+    const ownColumns = new Map<number, string[]>();
     streams.forEach((s, i) => {
       if (s.positionOf) cols.push([`p${i}`, maxPositionColumn(s.positionOf.table, s.positionOf.column)]);
-      else if (s.positionColumns) for (const [k, c] of Object.entries(s.positionColumns.columns(requester))) cols.push([`c${i}_${k}`, c]);
+      else if (s.positionColumns) {
+        const own = Object.entries(s.positionColumns.columns(requester));
+        ownColumns.set(i, own.map(([k]) => k));
+        for (const [k, c] of own) cols.push([`c${i}_${k}`, c]);
+      }
     });
     cols.push(['memberships', membershipRowsColumn(userId)]);
     // The common incremental sync (a woken long-poll) reads its timelines and unread counts in this same
@@ -296,7 +301,7 @@ export class SyncService {
         if (s.positionOf) return Number(values[`p${i}`] ?? 0);
         if (s.positionColumns) {
           const own: Record<string, unknown> = {};
-          for (const k of Object.keys(s.positionColumns.columns(requester))) own[k] = values[`c${i}_${k}`];
+          for (const k of ownColumns.get(i) ?? []) own[k] = values[`c${i}_${k}`];
           return s.positionColumns.position(requester, own);
         }
         return s.currentPosition(requester);
@@ -711,6 +716,10 @@ function rememberSent(m: Map<string, string>, key: string, eventId: string): voi
   m.delete(key);
   m.set(key, eventId);
   if (m.size > LAZY_CACHE_ENTRIES) m.delete(m.keys().next().value!);
+}
+
+function lingerKey(requester: Requester, token: string): string {
+  return `${requester.userId}\u0000${requester.deviceId ?? ''}\u0000${token}`;
 }
 
 /** Ids of state in `to` that differ from `from` (the events a client needs to go from one to the other). */

@@ -13,6 +13,7 @@ import { loadavg } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import type { Requester } from '../../homeserver/http/api.ts';
 import type { TestServer } from '../../homeserver/testing.ts';
+import { LOCAL_PG_URL, localPostgresAnswers } from './_db.ts';
 
 const CONCURRENCY = 50;
 
@@ -33,22 +34,10 @@ async function pool<T>(items: T[], concurrency: number, fn: (t: T) => Promise<vo
   );
 }
 
-const DEFAULT_PG_URL = 'postgres://postgres@127.0.0.1:5432/test';
-
 /** AXON_BENCH_DATABASE_URL, else the local development PostgreSQL when it answers, else none (PGlite). */
 async function postgresUrl(): Promise<string | undefined> {
   if (process.env.AXON_BENCH_DATABASE_URL) return process.env.AXON_BENCH_DATABASE_URL;
-  const { default: pg } = await import('pg');
-  const c = new pg.Client({ connectionString: DEFAULT_PG_URL, connectionTimeoutMillis: 2_000 });
-  try {
-    await c.connect();
-    await c.query('select 1');
-    return DEFAULT_PG_URL;
-  } catch {
-    return undefined;
-  } finally {
-    await c.end().catch(() => undefined);
-  }
+  return (await localPostgresAnswers()) ? LOCAL_PG_URL : undefined;
 }
 
 export default async function bench(): Promise<void> {

@@ -216,26 +216,7 @@ export class MediaService {
     if ((await q.countPending(this.hs.db, userId, now)) >= this.cfg.max_pending_uploads) throw limitExceeded(60_000);
     const mediaId = newMediaId();
     const expires = now + this.cfg.unused_id_lifetime_ms;
-    await q.insertMedia(this.hs.db, {
-      server_name: this.hs.serverName,
-      media_id: mediaId,
-      is_remote: false,
-      user_id: userId,
-      content_type: null,
-      upload_name: null,
-      size: null,
-      sha256: null,
-      sniffed_type: null,
-      width: null,
-      height: null,
-      storage_key: null,
-      created_ts: now,
-      uploaded_ts: null,
-      unused_expires_ts: expires,
-      last_access_ts: null,
-      quarantined_ts: null,
-      quarantined_by: null,
-    });
+    await q.insertMedia(this.hs.db, q.mediaRow({ server_name: this.hs.serverName, media_id: mediaId, is_remote: false, user_id: userId, created_ts: now, unused_expires_ts: expires }));
     return { mediaId, unusedExpiresAt: expires };
   }
 
@@ -287,19 +268,7 @@ export class MediaService {
     try {
       if (opts.mediaId !== undefined) ok = await q.completePending(this.hs.db, this.hs.serverName, mediaId, userId, now, fields);
       else {
-        ok = await q.insertMedia(this.hs.db, {
-          server_name: this.hs.serverName,
-          media_id: mediaId,
-          is_remote: false,
-          user_id: userId,
-          ...fields,
-          created_ts: now,
-          uploaded_ts: now,
-          unused_expires_ts: null,
-          last_access_ts: null,
-          quarantined_ts: null,
-          quarantined_by: null,
-        });
+        ok = await q.insertMedia(this.hs.db, q.mediaRow({ server_name: this.hs.serverName, media_id: mediaId, is_remote: false, user_id: userId, ...fields, created_ts: now, uploaded_ts: now }));
       }
     } catch (err) {
       await this.store.delete(key).catch(() => {});
@@ -415,7 +384,7 @@ export class MediaService {
       await rm(spooled.path, { force: true });
     }
     const now = this.hs.now();
-    const fresh: MediaRow = {
+    const fresh = q.mediaRow({
       server_name: serverName,
       media_id: mediaId,
       is_remote: true,
@@ -430,11 +399,8 @@ export class MediaService {
       storage_key: key,
       created_ts: now,
       uploaded_ts: now, // for remote media: when the cache was populated (the freeze rule uses it)
-      unused_expires_ts: null,
       last_access_ts: now,
-      quarantined_ts: null,
-      quarantined_by: null,
-    };
+    });
     // A row may exist already from cached thumbnails (storage_key null): complete it.
     if (!(await q.insertMedia(this.hs.db, fresh))) await q.fillRemoteMedia(this.hs.db, fresh);
     const row = await q.getMedia(this.hs.db, serverName, mediaId);
@@ -494,26 +460,7 @@ export class MediaService {
     }
     const now = this.hs.now();
     // The remote media gets a row without bytes (storage_key null) so quarantine and the cache purge see it.
-    await q.insertMedia(this.hs.db, {
-      server_name: serverName,
-      media_id: mediaId,
-      is_remote: true,
-      user_id: null,
-      content_type: null,
-      upload_name: null,
-      size: null,
-      sha256: null,
-      sniffed_type: null,
-      width: null,
-      height: null,
-      storage_key: null,
-      created_ts: now,
-      uploaded_ts: now,
-      unused_expires_ts: null,
-      last_access_ts: now,
-      quarantined_ts: null,
-      quarantined_by: null,
-    });
+    await q.insertMedia(this.hs.db, q.mediaRow({ server_name: serverName, media_id: mediaId, is_remote: true, user_id: null, created_ts: now, uploaded_ts: now, last_access_ts: now }));
     const t: ThumbnailRow = {
       server_name: serverName,
       media_id: mediaId,
@@ -695,13 +642,12 @@ export class MediaService {
       await rm(spooled.path, { force: true });
     }
     const now = this.hs.now();
-    const row: MediaRow = {
+    const row = q.mediaRow({
       server_name: this.hs.serverName,
       media_id: mediaId,
       is_remote: false,
       user_id: null,
       content_type: contentType,
-      upload_name: null,
       size: spooled.size,
       sha256: spooled.sha256,
       sniffed_type: probed.type,
@@ -710,11 +656,7 @@ export class MediaService {
       storage_key: key,
       created_ts: now,
       uploaded_ts: now,
-      unused_expires_ts: null,
-      last_access_ts: null,
-      quarantined_ts: null,
-      quarantined_by: null,
-    };
+    });
     await q.insertMedia(this.hs.db, row);
     if (probed.thumbnailable) this.inBackground(this.pregenerate(this.hs.serverName, mediaId));
     return row;
