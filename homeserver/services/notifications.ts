@@ -1,11 +1,12 @@
 // Push actions, unread counts and GET /notifications (modules/push.md "Push Rules",
 // client-server-api "Receiving notifications", sync's unread_notifications).
 //
-// Persist time: after a batch of events commits, each event is evaluated against the push rules of
-// every local user joined to the room (and of a local invitee of an invite), except its sender and
-// users who ignore the sender. Events whose actions say `notify` become rows of event_push_actions
-// (with `highlight`), on the `unread` stream (sync/ordered-stream.ts). Inserting is idempotent
-// (primary key user + event), so re-running an evaluation never double counts.
+// Persist time: before a batch of events is written, each event is evaluated against the push rules of
+// every local user joined to the room (and of a local invitee of an invite), except its sender. Events
+// whose actions say `notify` become rows of event_push_actions (with `highlight`), written in the same
+// statement as the events (storage/rooms-store.ts writeBatches, which also leaves out users who ignore
+// the sender), at the event's stream position: a sync's events position covers its counts, and a crash
+// never leaves an event without its notifications. Inserting is idempotent (primary key user + event).
 //
 // Read time: a room's counts are its rows after the user's read position: the later of their
 // unthreaded m.read / m.read.private receipt and, per thread, their receipt for that thread
@@ -21,7 +22,7 @@ import { evaluatePushRulesForTargets, type SharedPushContext } from '../../spec/
 import { parseUserId } from '../../spec/identifiers.ts';
 import type { Homeserver } from '../homeserver.ts';
 import type { PersistedEvent } from './room-writer.ts';
-import { orderedPosition, orderedWrite, PUSH_ACTIONS_STREAM } from '../sync/ordered-stream.ts';
+import type { PushActionRow } from '../storage/rooms-store.ts';
 import { unreadSelect } from '../sync/store.ts';
 
 export interface EventPushActionsTable {
@@ -33,7 +34,6 @@ export interface EventPushActionsTable {
   highlight: boolean;
   actions: string;
   ts: number;
-  stream_id: number;
 }
 
 declare module '../storage/schema.ts' {
@@ -83,28 +83,23 @@ interface RoomFacts {
 
 export class NotificationService {
   private readonly hs: Homeserver;
-  private readonly inFlight = new Set<Promise<void>>();
   /** Per room: facts derived from its current state (recomputed when the state map changes). */
   private readonly facts = new Map<string, RoomFacts>();
-  private pendingRows: EventPushActionsTable[] = [];
-  private pendingWaiters: Array<{ resolve: () => void; reject: (err: unknown) => void }> = [];
-  private flushing: Promise<void> | null = null;
 
   constructor(hs: Homeserver) {
     this.hs = hs;
   }
 
   start(): void {
-    this.hs.services.rooms.writer.persistListeners.push((events) => {
-      const p = this.onPersisted(events).catch((err) => this.hs.logger.warn({ err }, 'push rule evaluation failed'));
-      this.inFlight.add(p);
-      void p.finally(() => this.inFlight.delete(p));
+    const writer = this.hs.services.rooms.writer;
+    writer.pushActionsOf = (events) => this.actionsFor(events);
+    writer.persistListeners.push((events) => {
+      const presence = this.hs.services.presence;
+      if (!presence) return;
+      for (const sender of new Set(events.map((e) => e.event.pdu.sender))) {
+        if (this.isLocal(sender)) void presence.userActive(sender).catch(() => undefined);
+      }
     });
-  }
-
-  /** Resolves once every evaluation started before the call has finished (sync waits so its counts include the events it returns). */
-  async settled(): Promise<void> {
-    if (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
   }
 
   private isLocal(userId: string): boolean {
@@ -147,16 +142,15 @@ export class NotificationService {
     return facts;
   }
 
-  private async onPersisted(events: PersistedEvent[]): Promise<void> {
-    const rows: EventPushActionsTable[] = [];
-    const ignoreLists = new Map<string, JsonObject | null>();
+  /** The push actions of events about to be persisted (RoomWriter.pushActionsOf). */
+  async actionsFor(events: PersistedEvent[]): Promise<PushActionRow[]> {
+    const rows: PushActionRow[] = [];
     // Results share their actions arrays (one per distinct rule outcome): encode each once.
     const actionsJson = new Map<readonly PushAction[], { json: string; highlight: boolean }>();
     const rooms = this.hs.services.rooms;
     for (const ev of events) {
       const pdu = ev.event.pdu;
       const sender = pdu.sender;
-      if (this.isLocal(sender)) void this.hs.services.presence?.userActive(sender).catch(() => undefined);
       const facts = await this.roomFacts(ev.roomId);
       if (!facts) continue;
       const rv = await rooms.getRoomVersion(ev.roomId);
@@ -170,9 +164,8 @@ export class NotificationService {
         }
       }
       if (targets.length === 0) continue;
-      const ignoring = await this.usersIgnoring(targets.map((t) => t.userId), sender, ignoreLists);
-      const evaluated = ignoring.size > 0 ? targets.filter((t) => !ignoring.has(t.userId)) : targets;
-      if (evaluated.length === 0) continue;
+      // Users who ignore the sender are left out where the rows are written (writeBatches).
+      const evaluated = targets;
       const rulesets = await this.hs.services.pushRules.getRulesets(evaluated.map((t) => t.userId));
       const shared: SharedPushContext = {
         roomMemberCount: facts.memberCount,
@@ -192,137 +185,16 @@ export class NotificationService {
         if (!result || !actionsNotify(result.actions)) return;
         let encoded = actionsJson.get(result.actions);
         if (!encoded) actionsJson.set(result.actions, (encoded = { json: JSON.stringify(result.actions), highlight: actionsHighlight(result.actions) }));
-        rows.push({
-          user_id: t.userId,
-          event_id: ev.eventId,
-          room_id: ev.roomId,
-          stream_ordering: ev.streamOrdering,
-          thread_id: threadId,
-          highlight: encoded.highlight,
-          actions: encoded.json,
-          ts: pdu.origin_server_ts,
-          stream_id: 0,
-        });
+        rows.push({ userId: t.userId, eventId: ev.eventId, threadId, highlight: encoded.highlight, actions: encoded.json });
       });
     }
-    if (rows.length === 0) return;
-    await this.write(rows);
+    return rows;
   }
 
   /**
-   * Push-action rows wait here while a write is in progress, and go together in the next one: one
-   * transaction for many events (the stream's writes are serialized, so one per event would cap a
-   * busy server at a transaction's round trips, and every sync waits on them through settled()).
-   */
-  private write(rows: EventPushActionsTable[]): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.pendingRows.push(...rows);
-      this.pendingWaiters.push({ resolve, reject });
-      this.flushing ??= this.flushPending();
-    });
-  }
-
-  private async flushPending(): Promise<void> {
-    while (this.pendingRows.length > 0) {
-      const rows = this.pendingRows;
-      const waiters = this.pendingWaiters;
-      this.pendingRows = [];
-      this.pendingWaiters = [];
-      try {
-        await this.writeBatch(rows);
-        for (const w of waiters) w.resolve();
-      } catch (err) {
-        for (const w of waiters) w.reject(err);
-      }
-    }
-    this.flushing = null;
-  }
-
-  private async writeBatch(rows: EventPushActionsTable[]): Promise<void> {
-    // A busy room writes a row per member per message (tens of thousands a second): send each distinct
-    // user, event and actions value once, and per row only three small integers (array literals built
-    // here: pg's per-element escaping of thousands of strings cost more than the evaluation).
-    const users = new Indexed<string>();
-    const events = new Indexed<string>();
-    const actions = new Indexed<string>();
-    const eventRows: EventPushActionsTable[] = [];
-    const highlights: boolean[] = [];
-    const u: number[] = [];
-    const e: number[] = [];
-    const a: number[] = [];
-    for (const r of rows) {
-      u.push(users.index(r.user_id));
-      const ei = events.index(r.event_id);
-      if (ei > eventRows.length) eventRows.push(r);
-      e.push(ei);
-      const ai = actions.index(r.actions);
-      if (ai > highlights.length) highlights.push(r.highlight);
-      a.push(ai);
-    }
-    const ints = (xs: number[]) => `{${xs.join(',')}}`;
-    const ev = <K extends keyof EventPushActionsTable>(k: K) => eventRows.map((r) => r[k]);
-    const position = await orderedWrite(this.hs.db, PUSH_ACTIONS_STREAM, async (tx) => {
-      // Positions come from the stream's sequence under its lock (ordered-stream.ts), one per row.
-      const { rows: out } = await sql<{ last: string | number | null }>`
-        with ins as (
-          insert into event_push_actions (user_id, event_id, room_id, stream_ordering, thread_id, highlight, actions, ts, stream_id)
-          select (${users.values}::text[])[r.u], (${events.values}::text[])[r.e], (${ev('room_id')}::text[])[r.e],
-            (${ev('stream_ordering')}::bigint[])[r.e], (${ev('thread_id')}::text[])[r.e], (${highlights}::boolean[])[r.a],
-            (${actions.values}::text[])[r.a], (${ev('ts')}::bigint[])[r.e], nextval('push_actions_stream_seq')
-          from unnest(${ints(u)}::int[], ${ints(e)}::int[], ${ints(a)}::int[]) with ordinality as r(u, e, a, n)
-          order by r.n
-          on conflict (user_id, event_id) do nothing
-          returning stream_id
-        )
-        select max(stream_id) as last from ins`.execute(tx);
-      return out[0]?.last == null ? null : Number(out[0].last);
-    });
-    if (position === null) return; // all already written (a re-run evaluation)
-    await Promise.all(users.values.map((user) => this.hs.bus.publish(`user:${user}`, { stream: 'unread', position })));
-  }
-
-  /** Which of `users` have `sender` in their m.ignored_user_list. */
-  /**
-   * Which of `users` have `sender` in their m.ignored_user_list. `lists` caches the lists read during
-   * one batch of persisted events (the events of a busy room share their targets: one query, not one
-   * per event).
-   */
-  private async usersIgnoring(users: string[], sender: string, lists: Map<string, JsonObject | null>): Promise<Set<string>> {
-    const unknown = users.filter((u) => !lists.has(u));
-    if (unknown.length > 0) {
-      const rows = await this.hs.db
-        .selectFrom('account_data')
-        .select(['user_id', 'content'])
-        .where('type', '=', 'm.ignored_user_list')
-        .where('room_id', '=', '')
-        .where(sql<boolean>`user_id = any(${unknown}::text[])`)
-        .execute();
-      for (const u of unknown) lists.set(u, null);
-      for (const r of rows) {
-        try {
-          const ignored = (JSON.parse(r.content) as JsonObject)['ignored_users'];
-          if (ignored && typeof ignored === 'object' && !Array.isArray(ignored)) lists.set(r.user_id, ignored as JsonObject);
-        } catch {
-          // unreadable content ignores no one
-        }
-      }
-    }
-    const out = new Set<string>();
-    for (const u of users) {
-      const ignored = lists.get(u);
-      if (ignored && Object.hasOwn(ignored, sender)) out.add(u);
-    }
-    return out;
-  }
-
-  currentPosition(): Promise<number> {
-    return orderedPosition(this.hs.db, PUSH_ACTIONS_STREAM);
-  }
-
-  /**
-   * For /sync, in one statement: the unread counts of the user in `roomIds` and in every room whose
-   * push actions for the user changed in (changedSince.since, changedSince.upTo], and the set of those
-   * changed rooms (null changedSince: none asked).
+   * For /sync, in one statement: the unread counts of the user in `roomIds` and in every room with push
+   * actions for the user at events positions in (changedSince.since, changedSince.upTo], and the set of
+   * those changed rooms (null changedSince: none asked).
    */
   async unreadFor(
     userId: string,
@@ -335,7 +207,7 @@ export class NotificationService {
     const { rows } = await sql<{ room_id: string; thread_id: string | null; n: string; h: string; changed: boolean }>`
       with ch as (
         select distinct room_id from event_push_actions
-        where user_id = ${userId} and stream_id > ${since} and stream_id <= ${upTo}
+        where user_id = ${userId} and stream_ordering > ${since} and stream_ordering <= ${upTo}
       ), rs as (
         select unnest(${[...roomIds]}::text[]) as room_id union select room_id from ch
       ), r as (

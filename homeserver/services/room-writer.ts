@@ -28,6 +28,7 @@ import {
   isSingleStatementBatch,
   redactsOf,
   writeBatches,
+  type PushActionRow,
   type EventTxnIdsTable,
   type PersistBatch,
 } from '../storage/rooms-store.ts';
@@ -109,6 +110,8 @@ interface PendingItem {
     /** State groups besides `newGroup` (a resolved state before the event, a resolved current state). */
     extraGroups: NewStateGroup[];
   };
+  /** Its push actions, evaluated from when it is queued (so a busy room's evaluations overlap its writes). */
+  push?: Promise<PushActionRow[]>;
   resolve(position: number): void;
   reject(err: unknown): void;
 }
@@ -194,6 +197,12 @@ export class RoomWriter {
   private readonly tails = new Map<string, Promise<number>>();
   private activeFlushes = 0;
   readonly persistListeners: PersistListener[] = [];
+  /**
+   * The push actions of events about to be persisted, written in the same statement or transaction as
+   * the events (set by the notifications service): unread counts then never lag behind the timeline,
+   * and a crash cannot leave an event without its notifications.
+   */
+  pushActionsOf: ((events: PersistedEvent[]) => Promise<PushActionRow[]>) | null = null;
 
   constructor(hs: Homeserver) {
     this.hs = hs;
@@ -462,6 +471,7 @@ export class RoomWriter {
       const result = await fn(ctx);
       if (items.length > 0) {
         this.heads.set(roomId, head);
+        this.startPush(items);
         let q = this.pending.get(roomId);
         if (!q) this.pending.set(roomId, (q = []));
         q.push(...items);
@@ -701,6 +711,7 @@ export class RoomWriter {
       for (const g of extraGroups) this.stateGroups.remember(g, g.groupId.endsWith('/before') ? before : nextHead.state);
       if (newGroup) this.stateGroups.remember(newGroup, after);
       this.heads.set(roomId, nextHead);
+      this.startPush([item]);
       let q = this.pending.get(roomId);
       if (!q) this.pending.set(roomId, (q = []));
       q.push(item);
@@ -874,18 +885,23 @@ export class RoomWriter {
         txnIds: items.flatMap((it) => (it.txn ? [it.txn] : [])),
       });
     }
+    // Rejected and soft-failed events are never relayed to clients (server-server-api "Soft failure").
+    const persisted: PersistedEvent[] = all
+      .filter((a) => isAccepted(a.item))
+      .map((a) => ({ roomId: a.roomId, eventId: a.item.event.eventId, event: a.item.event, streamOrdering: a.position }));
+    const pushActions = (await Promise.all(all.map((a) => a.item.push ?? []))).flat();
     try {
       const items = groups.flatMap(([, its]) => its);
       const newGroups = items.flatMap((it) => [...(it.incoming?.extraGroups ?? []), ...(it.newGroup ? [it.newGroup] : [])]);
       const chains = items.flatMap((it) => (it.chain ? [{ eventId: it.event.eventId, position: it.chain }] : []));
       if (newGroups.length === 0 && chains.length === 0 && !this.stream.multiWriter && isSingleStatementBatch(batches)) {
         // Messages only: one statement, atomic without BEGIN/COMMIT round trips.
-        await writeBatches(this.hs.db, batches, (id) => membershipOf.get(id) ?? null);
+        await writeBatches(this.hs.db, batches, (id) => membershipOf.get(id) ?? null, pushActions);
       } else {
         await this.hs.db.transaction().execute(async (tx) => {
           await this.stateGroups.insert(tx, newGroups);
           await this.authIndex.insert(tx, chains);
-          await writeBatches(tx, batches, (id) => membershipOf.get(id) ?? null);
+          await writeBatches(tx, batches, (id) => membershipOf.get(id) ?? null, pushActions);
           await this.stream.clearInFlight(tx, positions);
         });
       }
@@ -896,12 +912,28 @@ export class RoomWriter {
     await this.stream.finished(positions, true);
     for (const { item, position } of all) item.resolve(position);
     for (const [roomId] of groups) {
-      // Rejected and soft-failed events are never relayed to clients (server-server-api "Soft failure").
-      const persisted: PersistedEvent[] = all
-        .filter((a) => a.roomId === roomId && isAccepted(a.item))
-        .map((a) => ({ roomId, eventId: a.item.event.eventId, event: a.item.event, streamOrdering: a.position }));
-      if (persisted.length > 0) this.publish(roomId, persisted.at(-1)!.streamOrdering, persisted);
+      const ofRoom = persisted.filter((p) => p.roomId === roomId);
+      if (ofRoom.length > 0) this.publish(roomId, ofRoom.at(-1)!.streamOrdering, ofRoom);
     }
+  }
+
+  /**
+   * Starts the evaluation of the push actions of queued items (pushActionsOf), against the room's state
+   * as they are queued. Rejected and soft-failed events notify no one. An evaluation that fails is
+   * logged and the events persist without push actions: one malformed event or rule must not stop a room.
+   */
+  private startPush(items: PendingItem[]): void {
+    const evaluate = this.pushActionsOf;
+    if (!evaluate) return;
+    const accepted = items.filter(isAccepted);
+    if (accepted.length === 0) return;
+    const p = evaluate(accepted.map((it) => ({ roomId: it.roomId, eventId: it.event.eventId, event: it.event, streamOrdering: 0 }))).catch((err: unknown) => {
+      this.hs.logger.warn({ err }, 'push rule evaluation failed; events persisted without push actions');
+      return [];
+    });
+    // Each item's rows go with its own batch (a flush may take part of the queue).
+    if (accepted.length === 1) accepted[0]!.push = p;
+    else for (const it of accepted) it.push = p.then((rows) => rows.filter((r) => r.eventId === it.event.eventId));
   }
 
   private publish(roomId: string, position: number, persisted: PersistedEvent[]): void {

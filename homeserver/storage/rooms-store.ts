@@ -202,6 +202,18 @@ export interface PersistBatch {
   txnIds: EventTxnIdsTable[];
 }
 
+/**
+ * A push action to write with its event (services/notifications.ts): the event's room, position and
+ * timestamp come from the event itself. `actions` is the JSON of the actions array.
+ */
+export interface PushActionRow {
+  userId: string;
+  eventId: string;
+  threadId: string;
+  highlight: boolean;
+  actions: string;
+}
+
 function lastByKey<T>(items: T[], key: (t: T) => string): T[] {
   const m = new Map<string, T>();
   for (const it of items) {
@@ -222,7 +234,12 @@ export function isSingleStatementBatch(batches: PersistBatch[]): boolean {
  * chain index are written by their stores). One multi-row statement per table whatever the number of
  * rooms, so a flush of many rooms costs about as much as a flush of one.
  */
-export async function writeBatches(tx: Queryable, batches: PersistBatch[], membershipOf: (eventId: string) => string | null): Promise<void> {
+export async function writeBatches(
+  tx: Queryable,
+  batches: PersistBatch[],
+  membershipOf: (eventId: string) => string | null,
+  pushActions: readonly PushActionRow[] = [],
+): Promise<void> {
   const newRooms = batches.filter((b) => b.newRoom);
   if (newRooms.length > 0) {
     await tx
@@ -235,10 +252,10 @@ export async function writeBatches(tx: Queryable, batches: PersistBatch[], membe
     await sql`update rooms set state_group = v.g from unnest(${moved.map((b) => b.roomId)}::text[], ${moved.map((b) => b.stateGroup)}::text[]) as v(r, g)
       where rooms.room_id = v.r`.execute(tx);
   }
-  // Events, edges, auth edges, transaction ids and forward extremities in one statement (data-modifying
-  // CTEs over unnest): one round trip per flush instead of five, which is what bounds a busy room's
-  // throughput. A batch of messages (no state, membership or redaction changes) needs nothing else, so
-  // the caller may run it outside a transaction (see `isSingleStatementBatch`).
+  // Events, edges, auth edges, transaction ids, forward extremities and the events' push actions in one
+  // statement (data-modifying CTEs over unnest): one round trip per flush instead of six, which is what
+  // bounds a busy room's throughput. A batch of messages (no state, membership or redaction changes)
+  // needs nothing else, so the caller may run it outside a transaction (see `isSingleStatementBatch`).
   const events = batches.flatMap((b) => b.events.map((e) => ({ b, e })));
   const edges = events.flatMap(({ b, e }) => e.prevEventIds.map((p) => [e.eventId, p, b.roomId] as const));
   const auth = events.flatMap(({ b, e }) => e.authEventIds.map((a) => [e.eventId, a, b.roomId] as const));
@@ -247,26 +264,53 @@ export async function writeBatches(tx: Queryable, batches: PersistBatch[], membe
   // Forward extremities: each room's set replaced (the rows to keep are not deleted, new ones inserted).
   const exRooms = batches.flatMap((b) => b.extremities.map(() => b.roomId));
   const exIds = batches.flatMap((b) => b.extremities);
+  // Push actions: a busy room has a row per member per message, so per row only three small integers
+  // go over the wire (the user, the event's place in `vals` and the actions value, each sent once;
+  // array literals built here, pg's per-element escaping of thousands of strings costs more).
+  const eventIndex = new Map(events.map(({ e }, i) => [e.eventId, i + 1]));
+  const users = new Indexed<string>();
+  const actions = new Indexed<string>();
+  const highlights: boolean[] = [];
+  const threads: Array<string | null> = events.map(() => null);
+  const pu: number[] = [];
+  const pe: number[] = [];
+  const pa: number[] = [];
+  for (const r of pushActions) {
+    const ei = eventIndex.get(r.eventId);
+    if (ei === undefined) continue;
+    threads[ei - 1] = r.threadId;
+    pu.push(users.index(r.userId));
+    pe.push(ei);
+    const ai = actions.index(r.actions);
+    if (ai > highlights.length) highlights.push(r.highlight);
+    pa.push(ai);
+  }
+  const ints = (xs: number[]) => `{${xs.join(',')}}`;
+  // A user who ignores the sender gets no push action for the sender's events (client-server-api
+  // "Ignoring Users"): their ignore list (account data, written as JSON by the server) is checked in
+  // the insert itself, so a send needs no read of its own for it.
   await sql`with
     fx as (select r, e from unnest(${exRooms}::text[], ${exIds}::text[]) as v(r, e)),
     fxd as (delete from forward_extremities f where f.room_id = any(${batches.map((b) => b.roomId)}::text[])
       and not exists (select 1 from fx where fx.r = f.room_id and fx.e = f.event_id)
       returning 1),
     fxi as (insert into forward_extremities (room_id, event_id) select r, e from fx on conflict do nothing returning 1),
-    ev as (
-      insert into events (event_id, room_id, type, state_key, sender, depth, origin_server_ts, stream_ordering, json, redacts,
-        redacted_by, rejected_reason, soft_failed, outlier, state_group_before, state_group, auth_chain_id, auth_chain_seq)
-      select v.event_id, v.room_id, v.type, v.state_key, v.sender, v.depth, v.ts, v.stream_ordering, v.json, v.redacts,
-        null, v.rejected_reason, v.soft_failed, false, v.sg_before, v.sg, v.chain_id, v.chain_seq
-      from unnest(
+    vals as (
+      select * from unnest(
         ${col(({ e }) => e.eventId)}::text[], ${col(({ b }) => b.roomId)}::text[], ${col(({ e }) => e.pdu.type)}::text[],
         ${col(({ e }) => (typeof e.pdu.state_key === 'string' ? e.pdu.state_key : null))}::text[], ${col(({ e }) => e.pdu.sender)}::text[],
         ${col(({ e }) => e.pdu.depth)}::bigint[], ${col(({ e }) => e.pdu.origin_server_ts)}::bigint[], ${col(({ e }) => e.streamOrdering)}::bigint[],
         ${col(({ e }) => e.json)}::text[], ${col(({ e }) => redactsOf(e.pdu))}::text[], ${col(({ e }) => e.rejectedReason ?? null)}::text[],
         ${col(({ e }) => e.softFailed ?? false)}::boolean[], ${col(({ e }) => e.stateGroupBefore)}::text[], ${col(({ e }) => e.stateGroup)}::text[],
-        ${col(({ e }) => e.authChain?.chainId ?? null)}::text[], ${col(({ e }) => e.authChain?.seq ?? null)}::bigint[]
-      ) as v(event_id, room_id, type, state_key, sender, depth, ts, stream_ordering, json, redacts, rejected_reason, soft_failed,
-        sg_before, sg, chain_id, chain_seq)
+        ${col(({ e }) => e.authChain?.chainId ?? null)}::text[], ${col(({ e }) => e.authChain?.seq ?? null)}::bigint[], ${threads}::text[]
+      ) with ordinality as v(event_id, room_id, type, state_key, sender, depth, ts, stream_ordering, json, redacts, rejected_reason, soft_failed,
+        sg_before, sg, chain_id, chain_seq, thread_id, n)),
+    ev as (
+      insert into events (event_id, room_id, type, state_key, sender, depth, origin_server_ts, stream_ordering, json, redacts,
+        redacted_by, rejected_reason, soft_failed, outlier, state_group_before, state_group, auth_chain_id, auth_chain_seq)
+      select v.event_id, v.room_id, v.type, v.state_key, v.sender, v.depth, v.ts, v.stream_ordering, v.json, v.redacts,
+        null, v.rejected_reason, v.soft_failed, false, v.sg_before, v.sg, v.chain_id, v.chain_seq
+      from vals v
       returning 1),
     ed as (
       insert into event_edges (event_id, prev_event_id, room_id)
@@ -282,9 +326,20 @@ export async function writeBatches(tx: Queryable, batches: PersistBatch[], membe
         ${txnIds.map((t) => t.room_id)}::text[], ${txnIds.map((t) => t.txn_id)}::text[], ${txnIds.map((t) => t.event_id)}::text[],
         ${txnIds.map((t) => t.created_ts)}::bigint[])
       on conflict do nothing
+      returning 1),
+    us as (select * from unnest(${users.values}::text[]) with ordinality as u(user_id, i)),
+    pu as (select us.user_id, r.e, r.a from unnest(${ints(pu)}::int[], ${ints(pe)}::int[], ${ints(pa)}::int[]) as r(u, e, a) join us on us.i = r.u),
+    ign as (
+      select d.user_id, d.content::jsonb -> 'ignored_users' as ignored from account_data d
+      where d.user_id in (select user_id from us) and d.room_id = '' and d.type = 'm.ignored_user_list'),
+    pa as (
+      insert into event_push_actions (user_id, event_id, room_id, stream_ordering, thread_id, highlight, actions, ts)
+      select pu.user_id, v.event_id, v.room_id, v.stream_ordering, v.thread_id, (${highlights}::boolean[])[pu.a], (${actions.values}::text[])[pu.a], v.ts
+      from pu join vals v on v.n = pu.e
+      where not exists (select 1 from ign where ign.user_id = pu.user_id and jsonb_typeof(ign.ignored) = 'object' and ign.ignored ? v.sender)
       returning 1)
     select (select count(*) from ev) as events, (select count(*) from ed) as edges, (select count(*) from au) as auth, (select count(*) from tn) as txns,
-      (select count(*) from fxd) as fx_deleted, (select count(*) from fxi) as fx_inserted`.execute(tx);
+      (select count(*) from fxd) as fx_deleted, (select count(*) from fxi) as fx_inserted, (select count(*) from pa) as push_actions`.execute(tx);
 
   const changes = batches.flatMap((b) => lastByKey(b.stateChanges, ([k]) => k).map(([k, v]) => ({ roomId: b.roomId, k, v })));
   for (const { roomId, k } of changes.filter((c) => c.v === null)) {
@@ -335,4 +390,18 @@ export function redactsOf(pdu: Pdu): string | null {
   const c = pdu.content['redacts'];
   if (typeof c === 'string') return c;
   return typeof pdu.redacts === 'string' ? pdu.redacts : null;
+}
+
+/** Distinct values with their 1-based positions (PostgreSQL array subscripts). */
+class Indexed<T> {
+  readonly values: T[] = [];
+  private readonly positions = new Map<T, number>();
+  index(v: T): number {
+    let i = this.positions.get(v);
+    if (i === undefined) {
+      this.values.push(v);
+      this.positions.set(v, (i = this.values.length));
+    }
+    return i;
+  }
 }

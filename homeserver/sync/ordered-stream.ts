@@ -2,8 +2,9 @@
 // transaction-scoped advisory lock, then its position from the stream's sequence, so writes commit in
 // position order and a reader that sees position N has seen every write below N. The highest committed
 // position is then max(stream_id) of the stream's table (DESIGN.md §3; the account data stream works
-// the same way). Good for streams whose writes are small and not too frequent (receipts, presence,
-// push actions); the events stream has its own multi-writer scheme (storage/stream.ts).
+// the same way). Good for streams whose writes are small and not too frequent (receipts, presence);
+// the events stream has its own multi-writer scheme (storage/stream.ts), and push actions are written
+// with their events at the events' positions.
 import { sql, type RawBuilder } from 'kysely';
 import type { Db, Tx } from '../storage/schema.ts';
 
@@ -19,7 +20,6 @@ export interface OrderedStream {
 
 export const RECEIPTS_STREAM: OrderedStream = { lock: 727_101, sequence: 'receipts_stream_seq', table: 'receipts', column: 'stream_id' };
 export const PRESENCE_STREAM: OrderedStream = { lock: 727_102, sequence: 'presence_stream_seq', table: 'presence', column: 'stream_id' };
-export const PUSH_ACTIONS_STREAM: OrderedStream = { lock: 727_103, sequence: 'push_actions_stream_seq', table: 'event_push_actions', column: 'stream_id' };
 
 /**
  * Runs `fn` in a transaction holding the stream's lock; `next()` hands out positions, `nextMany(n)` n

@@ -94,9 +94,6 @@ export function incrementalReadAhead(
   upTo: number,
   limit: number,
   filter: RoomEventFilter | undefined,
-  unreadSince: number,
-  /** The push actions position read in the same statement (a scalar subquery), the upper bound of the changed rooms. */
-  unreadUpTo: RawBuilder<unknown>,
 ): { ctes: RawBuilder<unknown>; columns: Array<readonly [string, RawBuilder<unknown>]> } {
   const ctes = sql`
     ahead_tl as (
@@ -112,7 +109,7 @@ export function incrementalReadAhead(
     ),
     ahead_ch as (
       select distinct room_id from event_push_actions
-      where user_id = ${userId} and stream_id > ${unreadSince} and stream_id <= ${unreadUpTo}
+      where user_id = ${userId} and stream_ordering > ${since} and stream_ordering <= ${upTo}
     ),
     ahead_rs as (select room_id from ahead_tl union select room_id from ahead_ch),
     ahead_r as (

@@ -37,7 +37,7 @@ import { getEventsByIds, type StoredEvent } from '../storage/rooms-store.ts';
 import type { SyncContribution, SyncRequestInfo, SyncStream } from './extensions.ts';
 import { containsUrlAllowed, eventAllowed, excludesEverything, filterEvents, projectFields, roomAllowed, timelineLimit, type EventFilter, type SyncFilter } from './filter.ts';
 import { SyncNotifier, type Waiter } from './notifier.ts';
-import { maxPositionColumn, PUSH_ACTIONS_STREAM, readColumns } from './ordered-stream.ts';
+import { maxPositionColumn, readColumns } from './ordered-stream.ts';
 import { incrementalReadAhead, membershipRowsColumn, membershipsFromRows, readAheadTimelines, membershipsAtPosition, roomVersions, stateGroupsAt, summaries, timelines, transactionIds, type MembershipAt, type TimelineRange } from './store.ts';
 import { encodeToken, eventsToken, requireToken, type StreamPositions } from './token.ts';
 
@@ -258,14 +258,13 @@ export class SyncService {
 
     // 1. Positions, all read before any data.
     const streams = this.streams;
+    // Push actions are written with their events (services/notifications.ts): the unread counts up to
+    // eventsPos are exactly those of the events up to it.
     const eventsPos = await rooms.currentStreamPosition();
-    // Push actions of the events up to eventsPos are computed after their commit: let the ones in
-    // progress here finish so the counts match the timeline (other processes catch up via `unread`).
-    await notifications.settled();
-    // One statement for the rest: the table-backed positions (push actions and the streams that declare
-    // positionOf), the requester's own positions (streams with positionColumns), the user's ignore list
-    // and membership rows — read after eventsPos, as membershipsFromRows requires.
-    const cols: Array<readonly [string, RawBuilder<unknown>]> = [['unread', maxPositionColumn(PUSH_ACTIONS_STREAM.table, PUSH_ACTIONS_STREAM.column)]];
+    // One statement for the rest: the table-backed positions (the streams that declare positionOf), the
+    // requester's own positions (streams with positionColumns), the user's ignore list and membership
+    // rows — read after eventsPos, as membershipsFromRows requires.
+    const cols: Array<readonly [string, RawBuilder<unknown>]> = [];
     const ownColumns = new Map<number, string[]>();
     streams.forEach((s, i) => {
       if (s.positionOf) cols.push([`p${i}`, maxPositionColumn(s.positionOf.table, s.positionOf.column)]);
@@ -286,16 +285,13 @@ export class SyncService {
       sinceEvents !== null && sinceEvents <= eventsPos && !p.fullState && !rf?.rooms && !rf?.not_rooms && !tf?.rooms && !tf?.not_rooms;
     let ctes: RawBuilder<unknown> | null = null;
     if (mayReadAhead) {
-      const ahead = incrementalReadAhead(userId, sinceEvents, eventsPos, limit, tf, since?.get('unread') ?? 0, cols[0]![1]);
+      const ahead = incrementalReadAhead(userId, sinceEvents, eventsPos, limit, tf);
       ctes = ahead.ctes;
       cols.push(...ahead.columns);
     }
     cols.push(['ignored', hs.services.accounts.accountData.ignoredUsersColumn(userId)]);
     const values = await readColumns(hs.db, cols, ctes);
-    const next: StreamPositions = new Map([
-      ['events', eventsPos],
-      ['unread', Number(values['unread'] ?? 0)],
-    ]);
+    const next: StreamPositions = new Map([['events', eventsPos]]);
     const computed = await Promise.all(
       streams.map(async (s, i): Promise<number> => {
         if (s.positionOf) return Number(values[`p${i}`] ?? 0);
@@ -308,7 +304,6 @@ export class SyncService {
       }),
     );
     streams.forEach((s, i) => next.set(s.name, computed[i]!));
-    const unreadPos = next.get('unread')!;
 
     const sinceE = sinceEvents;
     const initial = sinceE === null;
@@ -438,7 +433,7 @@ export class SyncService {
       ({ counts: unread, changed: unreadChanged } = await notifications.unreadFor(
         userId,
         candidates.map((j) => j.roomId),
-        initial ? null : { since: since?.get('unread') ?? 0, upTo: unreadPos },
+        initial ? null : { since: sinceE, upTo: eventsPos },
       ));
     }
     const candidateIds = new Set(candidates.map((j) => j.roomId));

@@ -4,6 +4,7 @@
 // client's long-poll returns, on one clock. Started by sync.ts with fork(); talks over IPC:
 //   parent → { setup }   child → { settled, answers }   parent → { go }   child → { warmedUp }   child → { result }
 import http from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 interface Setup {
   base: string;
@@ -28,6 +29,10 @@ export interface ClientResult {
   firstSendError: string;
   syncErrors: number;
   firstSyncError: string;
+  /** This process's event loop while measuring (a stall here delays the receive times it takes). */
+  loopP99: number;
+  loopMax: number;
+  cpuPercent: number;
 }
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
@@ -128,6 +133,20 @@ async function run(setup: Setup): Promise<void> {
   process.send!({ warmedUp: true });
 
   const total = rate * seconds;
+  const loop = monitorEventLoopDelay({ resolution: 5 });
+  loop.enable();
+  const cpu0 = process.cpuUsage();
+  // AXON_BENCH_SYNC_DEBUG: when this process stalled for more than 20 ms (to tell client stalls from
+  // server ones in the slow clusters).
+  const stalls: string[] = [];
+  let tick = performance.now();
+  const stallTimer = process.env.AXON_BENCH_SYNC_DEBUG
+    ? setInterval(() => {
+        const now = performance.now();
+        if (now - tick > 25) stalls.push(`${((tick - startAt) / 1000).toFixed(2)}:${Math.round(now - tick - 5)}`);
+        tick = now;
+      }, 5)
+    : null;
   const start = performance.now();
   startAt = start;
   const sends: Promise<unknown>[] = [];
@@ -161,7 +180,24 @@ async function run(setup: Setup): Promise<void> {
   const drainEnd = performance.now() + 60_000;
   while (latencies.length < expected && performance.now() < drainEnd) await pause(100);
   running = false;
-  const result: ClientResult = { latencies, sendTimes, achieved, expected, sendErrors, firstSendError, syncErrors, firstSyncError };
+  loop.disable();
+  if (stallTimer) clearInterval(stallTimer);
+  const cpu = process.cpuUsage(cpu0);
+  const result: ClientResult = {
+    latencies,
+    sendTimes,
+    achieved,
+    expected,
+    sendErrors,
+    firstSendError,
+    syncErrors,
+    firstSyncError,
+    loopP99: loop.percentile(99) / 1e6,
+    loopMax: loop.max / 1e6,
+    cpuPercent: ((cpu.user + cpu.system) / 1000 / (performance.now() - start)) * 100,
+  };
+  if (process.env.AXON_BENCH_SYNC_DEBUG) console.error(`measuring started at ${new Date(Date.now() - (performance.now() - start)).toISOString()}`);
+  if (stalls.length) console.error('client process stalls > 20 ms (s:ms):', stalls.join(' '));
   if (process.env.AXON_BENCH_SYNC_DEBUG) { const bySec = new Map<number, number>(); for (const x of slow) { const sec = Math.floor(Number(x.split(':')[0]) / 500) / 2; bySec.set(sec, (bySec.get(sec) ?? 0) + 1); } console.error('slow deliveries (>50 ms) by send time (s):', [...bySec].sort((a, b) => a[0] - b[0]).map(([k, v]) => `${k}:${v}`).join(' ')); }
   process.send!({ result });
   // The parent wakes the remaining long-polls by stopping the server; leave without waiting for them.

@@ -32,6 +32,8 @@ const BIG_ROOMS = num('AXON_BENCH_SYNC_BIG_ROOMS', full ? 500 : 100);
 const BIG_EVENTS = num('AXON_BENCH_SYNC_BIG_EVENTS', 50);
 const CONNS = num('AXON_BENCH_SYNC_CONNS', 10_000);
 const POOL = num('AXON_BENCH_SYNC_POOL', 20);
+/** (a): messages already in each room before the users come online (a server that has been running). */
+const HISTORY = num('AXON_BENCH_SYNC_HISTORY', 50);
 
 interface Session {
   userId: string;
@@ -117,11 +119,25 @@ async function deliveryLatency(): Promise<void> {
       roomIds.push(roomId);
     }
     const filter = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 5 } }, presence: { types: [] } }));
-    // AXON_BENCH_SYNC_ANALYZE=1: table statistics as a server that has been running would have them.
-    // (Open issue: with them, (a) at 100 msg/s falls behind — PostgreSQL busy in the sync statement —
-    // while at 20 msg/s it stays at p99 ~20 ms; without them, autovacuum's first analyze may land
-    // in the measurement.)
-    if (onPg && process.env.AXON_BENCH_SYNC_ANALYZE === '1') for (const t of ['events', 'room_memberships', 'event_push_actions', 'receipts', 'presence', 'account_data', 'users', 'access_tokens', 'devices']) await sql`analyze ${sql.table(t)}`.execute(s.hs.db).catch(() => undefined);
+    // A server that has been running: every room has history (HISTORY messages, from each member in
+    // turn, with their push actions and unread counts), and PostgreSQL has statistics of the filled
+    // tables, as autovacuum keeps them. Without this the planner would plan the first statements on
+    // empty tables, or autovacuum's first ANALYZE would land in the measurement.
+    for (let r = 0; r < ROOMS; r += 20) {
+      await Promise.all(
+        roomIds.slice(r, r + 20).map(async (roomId, j) => {
+          const base = ((r + j) * perRoom) % USERS;
+          for (let i = 0; i < HISTORY; i++) {
+            const from = users[base + (i % perRoom)]!;
+            await rooms.sendMessage(from.requester, roomId, 'm.room.message', { msgtype: 'm.text', body: `history ${i}` }, `h${r + j}-${i}`);
+          }
+        }),
+      );
+    }
+    if (onPg && process.env.AXON_BENCH_SYNC_ANALYZE !== '0') {
+      const { rows } = await sql<{ t: string }>`select tablename as t from pg_tables where schemaname = current_schema()`.execute(s.hs.db);
+      for (const { t } of rows) await sql`analyze ${sql.table(t)}`.execute(s.hs.db);
+    }
     // The clients run in their own process (_sync-clients.ts): the figure is the server's, not that of
     // a thousand HTTP clients sharing its event loop.
     const proc = fork(join(import.meta.dirname, '_sync-clients.ts'), [], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -171,7 +187,7 @@ async function deliveryLatency(): Promise<void> {
     );
     console.log(`    p50 ${pct(latencies, 50).toFixed(1)} ms, p99 ${pct(latencies, 99).toFixed(1)} ms, max ${pct(latencies, 100).toFixed(1)} ms over ${latencies.length}/${r.expected} deliveries   target: p99 < 50 ms on PostgreSQL`);
     console.log(
-      `    (server process: event loop delay p50 ${(loopDelay.percentile(50) / 1e6).toFixed(1)} ms, p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} ms, max ${(loopDelay.max / 1e6).toFixed(1)} ms; CPU ${(((cpu.user + cpu.system) / 1000 / wall) * 100).toFixed(0)}% of one core; clients in a separate process)`,
+      `    (server process: event loop delay p50 ${(loopDelay.percentile(50) / 1e6).toFixed(1)} ms, p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} ms, max ${(loopDelay.max / 1e6).toFixed(1)} ms; CPU ${(((cpu.user + cpu.system) / 1000 / wall) * 100).toFixed(0)}% of one core; clients in a separate process: event loop delay p99 ${r.loopP99.toFixed(1)} ms, max ${r.loopMax.toFixed(1)} ms, CPU ${r.cpuPercent.toFixed(0)}%)`,
     );
     console.log(`    (the send itself, PUT → 200: p50 ${pct(sendTimes, 50).toFixed(1)} ms, p99 ${pct(sendTimes, 99).toFixed(1)} ms)`);
     const totalStatements = [...counted.values()].reduce((a, b) => a + b, 0);

@@ -2,6 +2,7 @@
 // GET /notifications: muted rooms and senders stay at zero, mentions highlight.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { sql } from 'kysely';
 import { startTestServer, type TestServer } from '../../testing.ts';
 import { TestUser, type Json } from '../../sync/test-client.ts';
 
@@ -143,5 +144,26 @@ describe('unread counts follow the push rules', () => {
     await bob.ok('PUT', '/pushrules/global/override/.m.rule.master/enabled', { enabled: true });
     await alice.send(roomId, 'silenced');
     assert.deepEqual(counts(await bob.sync(), roomId), { notification_count: 1, highlight_count: 0 });
+  });
+
+  test('push actions are written with their event: committed when the send returns', async () => {
+    const alice = await user('alice');
+    const bob = await user('bob');
+    const carol = await user('carol');
+    const roomId = await alice.createRoom({ preset: 'public_chat' });
+    await bob.join(roomId);
+    await carol.join(roomId);
+    // An ignore list of someone else changes nothing for alice's events.
+    await carol.ok('PUT', `/user/${enc(carol.id)}/account_data/m.ignored_user_list`, { ignored_users: { '@someone:elsewhere': {} } });
+    const eventId = await alice.send(roomId, 'at once');
+    // No waiting: the rows are in the database as soon as the event is.
+    const { rows } = await sql<{ user_id: string; stream_ordering: string }>`select user_id, stream_ordering from event_push_actions where event_id = ${eventId}`.execute(server.hs.db);
+    assert.deepEqual(rows.map((r) => r.user_id).sort(), [bob.id, carol.id].sort());
+    const { rows: ev } = await sql<{ stream_ordering: string }>`select stream_ordering from events where event_id = ${eventId}`.execute(server.hs.db);
+    assert.equal(String(rows[0]!.stream_ordering), String(ev[0]!.stream_ordering));
+    // A sync right after the send has the event and its count together.
+    const b = await bob.sync();
+    assert.equal(b.rooms.join[roomId].timeline.events.at(-1).event_id, eventId);
+    assert.deepEqual(counts(b, roomId), { notification_count: 1, highlight_count: 0 });
   });
 });
