@@ -82,6 +82,24 @@ test('unknown endpoint: 404 M_UNRECOGNIZED; known endpoint, wrong method: 405 M_
   assert.equal(b.json.errcode, 'M_UNRECOGNIZED');
 });
 
+test('routes without parameters answer the same by exact path, with a trailing slash and for HEAD', async () => {
+  // The exact-path table and the router must agree: both spellings reach the handler chain (two
+  // handlers here: the token check, then the handler).
+  for (const path of ['/_matrix/client/v3/probe/auth', '/_matrix/client/v3/probe/auth/']) {
+    const ok = await raw('GET', path, undefined, { authorization: 'Bearer good' });
+    assert.equal(ok.status, 200, path);
+    assert.deepEqual(ok.json, { user_id: '@probe:localhost' });
+    const no = await raw('GET', path);
+    assert.equal(no.status, 401, path);
+    assert.equal(no.json.errcode, 'M_MISSING_TOKEN');
+    const head = await raw('HEAD', path, undefined, { authorization: 'Bearer good' });
+    assert.equal(head.status, 200, path);
+  }
+  const wrong = await raw('PUT', '/_matrix/client/v3/probe/auth');
+  assert.equal(wrong.status, 405);
+  assert.equal(wrong.json.errcode, 'M_UNRECOGNIZED');
+});
+
 test('CORS headers on responses and OPTIONS preflight', async () => {
   const a = await raw('GET', '/_matrix/client/versions');
   assert.equal(a.headers.get('access-control-allow-origin'), '*');

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { Resource } from '../config.ts';
 import { MatrixError, unavailable, unknown, unrecognized } from '../errors.ts';
 import { isConnectionError, type DatabaseHealth } from '../storage/database.ts';
-import type { Api, ApiContext, RequestState } from './api.ts';
+import type { Api, ApiContext, Handler, RequestState } from './api.ts';
 import type { HttpMetrics } from '../metrics.ts';
 
 export interface AppOptions {
@@ -49,7 +49,25 @@ export function buildApp(opts: AppOptions): Koa {
     if (!opts.resources.includes(r.resource)) continue;
     router.register(r.path, [r.method], r.handlers as unknown as RouterMiddleware[]);
   }
-  const routes = router.routes();
+  const routed = router.routes();
+  // Routes without parameters, by method and exact path, skip the router: it tests every route's pattern
+  // in turn, which a busy server (a thousand long-polls coming back each second to GET /sync) pays on
+  // every request. Only paths no other route also matches go here, so what runs is what the router
+  // would run; anything else (other spellings, trailing slashes, parameters) goes through the router.
+  const exact = new Map<string, { pattern: string; run: (ctx: ApiContext, next: Koa.Next) => Promise<unknown> }>();
+  for (const r of opts.api.routes) {
+    if (!opts.resources.includes(r.resource) || /[:{}*()]/.test(r.path)) continue;
+    for (const method of r.method === 'GET' ? ['GET', 'HEAD'] : [r.method]) {
+      if (router.match(r.path, method).pathAndMethod.length === 1) exact.set(`${method} ${r.path}`, { pattern: r.path, run: chain(r.handlers) });
+    }
+  }
+  const routes: Koa.Middleware = (ctx, next) => {
+    const hit = exact.get(`${ctx.method} ${ctx.path}`);
+    if (!hit) return routed(ctx as Parameters<typeof routed>[0], next);
+    (ctx as ApiContext).params = {};
+    ctx._matchedRoute = hit.pattern;
+    return hit.run(ctx as ApiContext, next);
+  };
 
   app.use(async (ctx, next) => {
     const started = process.hrtime.bigint();
@@ -93,6 +111,14 @@ export function buildApp(opts: AppOptions): Koa {
   });
   app.use(routes);
   return app;
+}
+
+/** The handlers of one route as one middleware: each handler's `next` is the following one, the last's is `next`. */
+function chain(handlers: Handler[]): (ctx: ApiContext, next: Koa.Next) => Promise<unknown> {
+  return (ctx, next) => {
+    const run = async (i: number): Promise<unknown> => (i === handlers.length ? next() : handlers[i]!(ctx, () => run(i + 1) as Promise<void>));
+    return run(0);
+  };
 }
 
 export type { ApiContext };

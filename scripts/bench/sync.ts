@@ -4,14 +4,17 @@
 //  (b) initial sync of a user in BIG_ROOMS rooms with BIG_EVENTS events each (target < 1 s);
 //  (c) server memory per idle long-poll, with CONNS connections held by a child process (target < 20 KB).
 // The clients of (a) run in a child process (_sync-clients.ts), so the figures are the server's alone;
-// AXON_BENCH_SYNC_DEBUG=1 prints when the slow deliveries (> 50 ms) were sent, by half-second.
+// AXON_BENCH_SYNC_DEBUG=1 prints when the slow deliveries (> 50 ms) were sent, by half-second, and when
+// the server's major garbage collections ran.
 // The full scale is the issue's (1,000 users, 100 msg/s over 100 rooms; 500 × 50; 10,000 connections).
 // On PGlite (no AXON_BENCH_DATABASE_URL) (a) and (b) run scaled down by default — the embedded database
 // is single-threaded WASM sharing the cores with the clients — and say so; AXON_BENCH_SYNC_FULL=1 forces
 // the full scale. Set AXON_BENCH_DATABASE_URL (and optionally AXON_BENCH_REDIS_URL) for PostgreSQL.
 import { fork, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { writeFileSync } from 'node:fs';
+import { Session as InspectorSession } from 'node:inspector/promises';
+import { constants, monitorEventLoopDelay, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { sql } from 'kysely';
@@ -171,6 +174,20 @@ async function deliveryLatency(): Promise<void> {
     proc.send({ go: true });
     await next<{ warmedUp: true }>();
     const statements = countStatements(s);
+    // AXON_BENCH_SYNC_DEBUG: the server's major garbage collections while measuring (the slow clusters
+    // have coincided with them); AXON_BENCH_SYNC_HEAPPROF=FILE: a sampling profile of everything the
+    // server allocated while measuring, collected or not (load it in Chrome DevTools).
+    const majorGcs: number[] = [];
+    const gcObserver = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) if ((e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) majorGcs.push(e.startTime);
+    });
+    if (process.env.AXON_BENCH_SYNC_DEBUG) gcObserver.observe({ entryTypes: ['gc'] });
+    let heapSession: InspectorSession | null = null;
+    if (process.env.AXON_BENCH_SYNC_HEAPPROF) {
+      heapSession = new InspectorSession();
+      heapSession.connect();
+      await heapSession.post('HeapProfiler.startSampling', { samplingInterval: 16_384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    }
     const loopDelay = monitorEventLoopDelay({ resolution: 10 });
     loopDelay.enable();
     const cpu0 = process.cpuUsage();
@@ -178,6 +195,12 @@ async function deliveryLatency(): Promise<void> {
     const { result: r } = await next<{ result: ClientResult }>();
     const cpu = process.cpuUsage(cpu0);
     const counted = statements.stop();
+    gcObserver.disconnect();
+    if (heapSession) {
+      const { profile } = await heapSession.post('HeapProfiler.stopSampling');
+      writeFileSync(process.env.AXON_BENCH_SYNC_HEAPPROF!, JSON.stringify(profile));
+      heapSession.disconnect();
+    }
     const wall = performance.now() - t0;
     loopDelay.disable();
     const latencies = r.latencies.sort((a, b) => a - b);
@@ -192,6 +215,7 @@ async function deliveryLatency(): Promise<void> {
     console.log(`    (the send itself, PUT → 200: p50 ${pct(sendTimes, 50).toFixed(1)} ms, p99 ${pct(sendTimes, 99).toFixed(1)} ms)`);
     const totalStatements = [...counted.values()].reduce((a, b) => a + b, 0);
     console.log(`    (database statements while measuring: ${totalStatements}, ${(totalStatements / Math.max(1, latencies.length)).toFixed(1)} per delivery)`);
+    if (process.env.AXON_BENCH_SYNC_DEBUG) console.log(`    (major GCs of the server while measuring, s after the start: ${majorGcs.map((t) => ((t - t0) / 1000).toFixed(2)).join(' ') || 'none'})`);
     if (process.env.AXON_BENCH_SYNC_STATEMENTS) for (const [q, n] of [...counted].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`      ${String(n).padStart(7)}  ${q}`);
     if (r.sendErrors > 0) console.log(`    ${r.sendErrors} sends failed (first: ${r.firstSendError || 'non-2xx'})`);
     if (r.syncErrors > 0) console.log(`    ${r.syncErrors} failed long-polls (first: ${r.firstSyncError})`);
