@@ -1,7 +1,8 @@
 // The /sync engine (client-server-api "Syncing", sync.yaml).
 //
 // A response covers everything up to a vector of stream positions read at its start (one per stream:
-// `events` from the rooms service, `unread` from the push actions, and every registered SyncStream);
+// `events` from the rooms service — which also covers the push actions, written with their events —
+// and every registered SyncStream);
 // next_batch encodes that vector (token.ts). Every position is "the highest at which all writes have
 // committed", and every read below is bounded by it, so a write that commits late with a lower
 // position is still in a later response: an incremental sync never misses an event.
@@ -130,8 +131,8 @@ export class SyncService {
       // was registered before), so a build now would be empty. Wait first; build once woken.
       const lingering = canWait ? this.takeLingering(requester, p.since!) : null;
       if (lingering) {
-        // Woken only for what the token already covers (the unread counts of the response's own
-        // events, written while it was built): as good as not woken.
+        // Woken only for what the token already covers (a write that committed while the response was
+        // built, at or below the positions it read): as good as not woken.
         if (!lingering.firedBeyond(since!)) lingering.fired = false;
         try {
           if (!lingering.fired) await this.notifier.wait(lingering, deadline - Date.now());
