@@ -264,20 +264,6 @@ export class NotificationService {
   }
 }
 
-/** Distinct values with their 1-based positions (PostgreSQL array subscripts). */
-class Indexed<T> {
-  readonly values: T[] = [];
-  private readonly positions = new Map<T, number>();
-  index(v: T): number {
-    let i = this.positions.get(v);
-    if (i === undefined) {
-      this.values.push(v);
-      this.positions.set(v, (i = this.values.length));
-    }
-    return i;
-  }
-}
-
 function zero(): UnreadCounts {
   return { notification_count: 0, highlight_count: 0 };
 }
