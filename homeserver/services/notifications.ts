@@ -21,9 +21,9 @@ import { actionsHighlight, actionsNotify, type PushAction } from '../../spec/pus
 import { evaluatePushRulesForTargets, type SharedPushContext } from '../../spec/push-rules-batch.ts';
 import { parseUserId } from '../../spec/identifiers.ts';
 import type { Homeserver } from '../homeserver.ts';
-import type { PersistedEvent } from './room-writer.ts';
+import type { QueuedEvent } from './room-writer.ts';
 import type { PushActionRow } from '../storage/rooms-store.ts';
-import { unreadSelect } from '../sync/store.ts';
+import { unreadCtes } from '../sync/store.ts';
 
 export interface EventPushActionsTable {
   user_id: string;
@@ -143,7 +143,7 @@ export class NotificationService {
   }
 
   /** The push actions of events about to be persisted (RoomWriter.pushActionsOf). */
-  async actionsFor(events: PersistedEvent[]): Promise<PushActionRow[]> {
+  async actionsFor(events: QueuedEvent[]): Promise<PushActionRow[]> {
     const rows: PushActionRow[] = [];
     // Results share their actions arrays (one per distinct rule outcome): encode each once.
     const actionsJson = new Map<readonly PushAction[], { json: string; highlight: boolean }>();
@@ -165,8 +165,7 @@ export class NotificationService {
       }
       if (targets.length === 0) continue;
       // Users who ignore the sender are left out where the rows are written (writeBatches).
-      const evaluated = targets;
-      const rulesets = await this.hs.services.pushRules.getRulesets(evaluated.map((t) => t.userId));
+      const rulesets = await this.hs.services.pushRules.getRulesets(targets.map((t) => t.userId));
       const shared: SharedPushContext = {
         roomMemberCount: facts.memberCount,
         senderPowerLevel: getUserPowerLevel(rv, facts.state, sender),
@@ -177,10 +176,10 @@ export class NotificationService {
       const results = evaluatePushRulesForTargets(
         { ...pdu, event_id: ev.eventId },
         shared,
-        evaluated.map((t, i) => ({ userId: t.userId, displayName: t.displayName, ruleset: rulesets[i]! })),
+        targets.map((t, i) => ({ userId: t.userId, displayName: t.displayName, ruleset: rulesets[i]! })),
       );
       const threadId = threadIdOf(pdu);
-      evaluated.forEach((t, i) => {
+      targets.forEach((t, i) => {
         const result = results[i];
         if (!result || !actionsNotify(result.actions)) return;
         let encoded = actionsJson.get(result.actions);
@@ -205,19 +204,8 @@ export class NotificationService {
     const upTo = changedSince && changedSince.upTo > changedSince.since ? changedSince.upTo : since;
     if (roomIds.length === 0 && upTo <= since) return { counts: new Map(), changed: new Set() };
     const { rows } = await sql<{ room_id: string; thread_id: string | null; n: string; h: string; changed: boolean }>`
-      with ch as (
-        select distinct room_id from event_push_actions
-        where user_id = ${userId} and stream_ordering > ${since} and stream_ordering <= ${upTo}
-      ), rs as (
-        select unnest(${[...roomIds]}::text[]) as room_id union select room_id from ch
-      ), r as (
-        select room_id, thread_id, max(event_stream_ordering) as so from receipts
-        where user_id = ${userId} and receipt_type in ('m.read', 'm.read.private') and room_id in (select room_id from rs)
-        group by room_id, thread_id
-      )
-      ${unreadSelect(userId, sql`(select room_id from rs)`, sql`r`)}
-      union all
-      select room_id, null, 0, 0, true from ch`.execute(this.hs.db);
+      with ${unreadCtes('u', userId, sql`select unnest(${[...roomIds]}::text[]) as room_id`, since, upTo)}
+      select room_id, thread_id, n, h, changed from u_unread`.execute(this.hs.db);
     return unreadFromRows(rows.map((r) => [r.room_id, r.thread_id, r.n, r.h, r.changed]));
   }
 
@@ -274,7 +262,7 @@ export function initNotifications(hs: Homeserver): NotificationService {
   return s;
 }
 
-/** Rows of unreadSelect (room_id, thread_id, n, h, changed), plus `changed` marker rows, into counts and the changed rooms. */
+/** Rows of unreadCtes' `p_unread` (room_id, thread_id, n, h, changed), into counts and the changed rooms. */
 export function unreadFromRows(rows: ReadonlyArray<readonly unknown[]>): { counts: Map<string, RoomUnread>; changed: Set<string> } {
   const counts = new Map<string, RoomUnread>();
   const changed = new Set<string>();

@@ -16,6 +16,7 @@ import { forbidden, invalidParam, notFound, badJson } from '../errors.ts';
 import type { Homeserver } from '../homeserver.ts';
 import { orderedPosition, orderedWrite, PRESENCE_STREAM } from '../sync/ordered-stream.ts';
 import type { SyncContribution, SyncRequestInfo, SyncStream } from '../sync/extensions.ts';
+import { excludesEverything, type SyncFilter } from '../sync/filter.ts';
 
 export interface PresenceTable {
   user_id: string;
@@ -319,6 +320,8 @@ export class PresenceService {
       positionOf: { table: PRESENCE_STREAM.table, column: PRESENCE_STREAM.column },
       quietWhenUnchanged: true,
       collect: async (info: SyncRequestInfo): Promise<SyncContribution> => {
+        // A filter that drops every presence event (clients that hide presence): nothing to read.
+        if (excludesEverything((info.filter as SyncFilter | undefined)?.presence)) return {};
         const events = await this.visiblePresence(info.requester.userId, info.since, info.upTo);
         return events.length > 0 ? { top: { presence: { events } } } : {};
       },

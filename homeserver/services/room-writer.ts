@@ -149,6 +149,9 @@ export interface PersistedEvent {
 
 export type PersistListener = (events: PersistedEvent[]) => void | Promise<void>;
 
+/** An event queued for persisting (no stream position yet). */
+export type QueuedEvent = Omit<PersistedEvent, 'streamOrdering'>;
+
 export class LruMap<K, V> extends Map<K, V> {
   private readonly max: number;
   constructor(max: number) {
@@ -202,7 +205,7 @@ export class RoomWriter {
    * the events (set by the notifications service): unread counts then never lag behind the timeline,
    * and a crash cannot leave an event without its notifications.
    */
-  pushActionsOf: ((events: PersistedEvent[]) => Promise<PushActionRow[]>) | null = null;
+  pushActionsOf: ((events: QueuedEvent[]) => Promise<PushActionRow[]>) | null = null;
 
   constructor(hs: Homeserver) {
     this.hs = hs;
@@ -927,13 +930,16 @@ export class RoomWriter {
     if (!evaluate) return;
     const accepted = items.filter(isAccepted);
     if (accepted.length === 0) return;
-    const p = evaluate(accepted.map((it) => ({ roomId: it.roomId, eventId: it.event.eventId, event: it.event, streamOrdering: 0 }))).catch((err: unknown) => {
+    const p = evaluate(accepted.map((it) => ({ roomId: it.roomId, eventId: it.event.eventId, event: it.event }))).catch((err: unknown): PushActionRow[] => {
       this.hs.logger.warn({ err }, 'push rule evaluation failed; events persisted without push actions');
       return [];
     });
     // Each item's rows go with its own batch (a flush may take part of the queue).
     if (accepted.length === 1) accepted[0]!.push = p;
-    else for (const it of accepted) it.push = p.then((rows) => rows.filter((r) => r.eventId === it.event.eventId));
+    else {
+      const byEvent = p.then((rows) => Map.groupBy(rows, (r) => r.eventId));
+      for (const it of accepted) it.push = byEvent.then((m) => m.get(it.event.eventId) ?? []);
+    }
   }
 
   private publish(roomId: string, position: number, persisted: PersistedEvent[]): void {

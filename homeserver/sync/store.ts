@@ -107,21 +107,7 @@ export function incrementalReadAhead(
       ) t
       where m.user_id = ${userId} and m.membership = 'join' and m.forgotten = false
     ),
-    ahead_ch as (
-      select distinct room_id from event_push_actions
-      where user_id = ${userId} and stream_ordering > ${since} and stream_ordering <= ${upTo}
-    ),
-    ahead_rs as (select room_id from ahead_tl union select room_id from ahead_ch),
-    ahead_r as (
-      select room_id, thread_id, max(event_stream_ordering) as so from receipts
-      where user_id = ${userId} and receipt_type in ('m.read', 'm.read.private') and room_id in (select room_id from ahead_rs)
-      group by room_id, thread_id
-    ),
-    ahead_unread as (
-      ${unreadSelect(userId, sql`(select room_id from ahead_rs)`, sql`ahead_r`)}
-      union all
-      select room_id, null, 0, 0, true from ahead_ch
-    )`;
+    ${unreadCtes('ahead', userId, sql`select room_id from ahead_tl`, since, upTo)}`;
   return {
     ctes,
     columns: [
@@ -135,21 +121,43 @@ export function incrementalReadAhead(
 }
 
 /**
- * The per-room-and-thread unread counts of the user in the rooms `rooms` (a subquery), with `receipts`
- * the CTE of the user's read receipts there (rows: room_id, thread_id, n, h, changed = false).
- * Shared by the read-ahead above and NotificationsService.unreadFor.
+ * The CTEs of the user's unread counts, named after `p`: `p_ch`, the rooms with push actions for the
+ * user at positions in (since, upTo] (the rooms whose counts changed); `p_rs`, those and the rooms of
+ * `rooms` (a select of room_id); `p_r`, the user's read receipts there; and `p_unread`, rows (room_id,
+ * thread_id, n, h, changed = false) per room and thread of `p_rs` with unread push actions, plus a
+ * (room_id, null, 0, 0, true) row per room of `p_ch`. A room's count is its push actions after the later
+ * of the user's unthreaded receipt and their receipt for the thread, and after their own membership
+ * event (client-server-api "Receipts" → "Threaded read receipts"). Shared by the read-ahead above and
+ * NotificationsService.unreadFor.
  */
-export function unreadSelect(userId: string, rooms: RawBuilder<unknown>, receipts: RawBuilder<unknown>): RawBuilder<unknown> {
+export function unreadCtes(p: string, userId: string, rooms: RawBuilder<unknown>, since: number, upTo: number): RawBuilder<unknown> {
+  const ch = sql.raw(`${p}_ch`);
+  const rs = sql.raw(`${p}_rs`);
+  const r = sql.raw(`${p}_r`);
   return sql`
-      select p.room_id, p.thread_id, count(*) as n, count(*) filter (where p.highlight) as h, false as changed
-      from event_push_actions p
-      left join ${receipts} ru on ru.room_id = p.room_id and ru.thread_id = ''
-      left join ${receipts} rt on rt.room_id = p.room_id and rt.thread_id = p.thread_id
-      left join room_memberships m on m.room_id = p.room_id and m.user_id = ${userId}
-      where p.user_id = ${userId} and p.room_id in ${rooms}
-        and p.stream_ordering > coalesce(ru.so, 0) and p.stream_ordering > coalesce(rt.so, 0)
-        and p.stream_ordering > coalesce(m.stream_ordering, 0)
-      group by p.room_id, p.thread_id`;
+    ${ch} as (
+      select distinct room_id from event_push_actions
+      where user_id = ${userId} and stream_ordering > ${since} and stream_ordering <= ${upTo}
+    ),
+    ${rs} as (${rooms} union select room_id from ${ch}),
+    ${r} as (
+      select room_id, thread_id, max(event_stream_ordering) as so from receipts
+      where user_id = ${userId} and receipt_type in ('m.read', 'm.read.private') and room_id in (select room_id from ${rs})
+      group by room_id, thread_id
+    ),
+    ${sql.raw(`${p}_unread`)} as (
+      select pa.room_id, pa.thread_id, count(*) as n, count(*) filter (where pa.highlight) as h, false as changed
+      from event_push_actions pa
+      left join ${r} ru on ru.room_id = pa.room_id and ru.thread_id = ''
+      left join ${r} rt on rt.room_id = pa.room_id and rt.thread_id = pa.thread_id
+      left join room_memberships m on m.room_id = pa.room_id and m.user_id = ${userId}
+      where pa.user_id = ${userId} and pa.room_id in (select room_id from ${rs})
+        and pa.stream_ordering > coalesce(ru.so, 0) and pa.stream_ordering > coalesce(rt.so, 0)
+        and pa.stream_ordering > coalesce(m.stream_ordering, 0)
+      group by pa.room_id, pa.thread_id
+      union all
+      select room_id, null, 0, 0, true from ${ch}
+    )`;
 }
 
 /** The read-ahead timeline rows (JSON) into timelines()'s answer for those rooms. */

@@ -250,6 +250,14 @@ describe('sync', () => {
     assert.equal((await stranger.call('GET', `/presence/${enc(alice.id)}/status`)).status, 403);
     assert.equal((await bob.call('PUT', `/presence/${enc(alice.id)}/status`, { presence: 'online' })).status, 403);
     assert.equal((await alice.call('PUT', `/presence/${enc(alice.id)}/status`, { presence: 'busy' })).status, 400);
+    // A presence filter that lets nothing through (clients that hide presence) gets no presence events;
+    // one that names the type still gets alice's.
+    for (const presence of [{ types: [] }, { not_types: ['*'] }, { senders: [] }]) {
+      const s = await bob.sync({ set_presence: 'offline', filter: { presence } });
+      assert.deepEqual(s.presence?.events ?? [], [], JSON.stringify(presence));
+    }
+    const named = await bob.sync({ set_presence: 'offline', filter: { presence: { types: ['m.presence'] } } });
+    assert.equal(presenceOf(named, alice.id).status_msg, 'gardening');
   });
 
   test('invite shows with stripped state; kick, ban and leave show in the others\u2019 timelines and the left user\u2019s leave section', async () => {

@@ -36,7 +36,7 @@ import type { PresenceState } from '../services/presence.ts';
 import { unreadFromRows, type RoomUnread } from '../services/notifications.ts';
 import { getEventsByIds, type StoredEvent } from '../storage/rooms-store.ts';
 import type { SyncContribution, SyncRequestInfo, SyncStream } from './extensions.ts';
-import { containsUrlAllowed, eventAllowed, excludesEverything, filterEvents, projectFields, roomAllowed, timelineLimit, type EventFilter, type SyncFilter } from './filter.ts';
+import { containsUrlAllowed, eventAllowed, filterEvents, projectFields, roomAllowed, timelineLimit, type EventFilter, type SyncFilter } from './filter.ts';
 import { SyncNotifier, type Waiter } from './notifier.ts';
 import { maxPositionColumn, readColumns } from './ordered-stream.ts';
 import { incrementalReadAhead, membershipRowsColumn, membershipsFromRows, readAheadTimelines, membershipsAtPosition, roomVersions, stateGroupsAt, summaries, timelines, transactionIds, type MembershipAt, type TimelineRange } from './store.ts';
@@ -102,8 +102,7 @@ export class SyncService {
     this.hs = hs;
     this.notifier = new SyncNotifier(hs.bus);
     hs.onShutdown(() => {
-      for (const l of this.lingering.values()) clearTimeout(l.timer);
-      this.lingering.clear();
+      for (const key of [...this.lingering.keys()]) this.dropLingering(key);
       this.notifier.wakeAll();
     });
   }
@@ -183,26 +182,22 @@ export class SyncService {
   private linger(requester: Requester, token: string, waiter: Waiter, rooms: Set<string>, joined: string[]): boolean {
     if (joined.some((r) => !rooms.has(r))) return false;
     const key = lingerKey(requester, token);
-    const old = this.lingering.get(key);
-    if (old) {
-      clearTimeout(old.timer);
-      this.notifier.release(old.waiter);
-      this.lingering.delete(key);
-    }
-    if (this.lingering.size >= LINGER_MAX) {
-      const [k, first] = this.lingering.entries().next().value!;
-      clearTimeout(first.timer);
-      this.notifier.release(first.waiter);
-      this.lingering.delete(k);
-    }
-    const timer = setTimeout(() => {
-      if (this.lingering.get(key)?.waiter === waiter) this.lingering.delete(key);
-      this.notifier.release(waiter);
-    }, LINGER_MS);
+    this.dropLingering(key);
+    if (this.lingering.size >= LINGER_MAX) this.dropLingering(this.lingering.keys().next().value!);
+    const timer = setTimeout(() => this.dropLingering(key), LINGER_MS);
     timer.unref();
     this.notifier.park(waiter);
     this.lingering.set(key, { waiter, timer });
     return true;
+  }
+
+  /** Forgets a kept waiter and releases it. */
+  private dropLingering(key: string): void {
+    const l = this.lingering.get(key);
+    if (!l) return;
+    clearTimeout(l.timer);
+    this.lingering.delete(key);
+    this.notifier.release(l.waiter);
   }
 
   private takeLingering(requester: Requester, token: string): Waiter | null {
@@ -306,16 +301,15 @@ export class SyncService {
     );
     streams.forEach((s, i) => next.set(s.name, computed[i]!));
 
-    const sinceE = sinceEvents;
-    const initial = sinceE === null;
+    const initial = sinceEvents === null;
 
     // 2. Memberships at eventsPos, sorted into sections.
     const memberships = await membershipsFromRows(hs.db, userId, values['memberships'], eventsPos);
     // The read-ahead holds when no membership of the user changed after the token.
-    const readAhead = mayReadAhead && memberships.every((m) => m.streamOrdering <= sinceE!);
+    const readAhead = mayReadAhead && memberships.every((m) => m.streamOrdering <= sinceEvents!);
     const before = initial
       ? new Map<string, { membership: string }>()
-      : await membershipsAtPosition(hs.db, userId, memberships.filter((m) => m.streamOrdering > sinceE).map((m) => m.roomId), sinceE);
+      : await membershipsAtPosition(hs.db, userId, memberships.filter((m) => m.streamOrdering > sinceEvents).map((m) => m.roomId), sinceEvents);
     const joinedIds = memberships.filter((m) => m.membership === 'join').map((m) => m.roomId);
     const joinPlans: JoinedRoomPlan[] = [];
     const invites: MembershipAt[] = [];
@@ -324,12 +318,12 @@ export class SyncService {
     const newlyJoined: string[] = [];
     for (const m of memberships) {
       if (!roomAllowed(rf, m.roomId)) continue;
-      const changed = initial || m.streamOrdering > sinceE;
+      const changed = initial || m.streamOrdering > sinceEvents;
       switch (m.membership) {
         case 'join': {
           const isNew = !initial && changed && before.get(m.roomId)?.membership !== 'join';
           if (isNew) newlyJoined.push(m.roomId);
-          joinPlans.push({ roomId: m.roomId, full: initial || p.fullState || isNew, range: { roomId: m.roomId, from: sinceE ?? 0, to: eventsPos } });
+          joinPlans.push({ roomId: m.roomId, full: initial || p.fullState || isNew, range: { roomId: m.roomId, from: sinceEvents ?? 0, to: eventsPos } });
           break;
         }
         case 'invite':
@@ -342,7 +336,7 @@ export class SyncService {
           // leave or ban
           const wasIn = initial ? true : before.get(m.roomId)?.membership === 'join';
           if (initial ? rf?.include_leave === true : changed || (p.fullState && rf?.include_leave === true)) {
-            const from = initial || (p.fullState && !changed) ? 0 : wasIn ? sinceE : m.streamOrdering - 1;
+            const from = initial || (p.fullState && !changed) ? 0 : wasIn ? sinceEvents : m.streamOrdering - 1;
             leavePlans.push({ roomId: m.roomId, membership: m, range: { roomId: m.roomId, from, to: m.streamOrdering }, withState: wasIn });
           }
         }
@@ -394,8 +388,6 @@ export class SyncService {
           filter,
         };
         if (s.quietWhenUnchanged && info.since !== null && info.since === info.upTo) return {};
-        // The filter drops every presence event (clients that hide presence): nothing to read.
-        if (s.name === 'presence' && excludesEverything(filter.presence)) return {};
         return s.collect(info);
       }),
     );
@@ -434,7 +426,7 @@ export class SyncService {
       ({ counts: unread, changed: unreadChanged } = await notifications.unreadFor(
         userId,
         candidates.map((j) => j.roomId),
-        initial ? null : { since: sinceE, upTo: eventsPos },
+        initial ? null : { since: sinceEvents, upTo: eventsPos },
       ));
     }
     const candidateIds = new Set(candidates.map((j) => j.roomId));
@@ -455,13 +447,13 @@ export class SyncService {
     const sqlFiltered = !!(tf?.types || tf?.not_types?.length || tf?.senders || tf?.not_senders?.length);
     const unchangedAtStart = (pl: { roomId: string; full: boolean; range: TimelineRange; timeline: ReturnType<typeof timelineOf> }): boolean => {
       const raw = tl.get(pl.roomId);
-      return !pl.full && sinceE !== null && pl.range.from === sinceE && !sqlFiltered && !(raw?.limited ?? false) && pl.timeline.events[0]?.eventId === raw?.events[0]?.eventId;
+      return !pl.full && sinceEvents !== null && pl.range.from === sinceEvents && !sqlFiltered && !(raw?.limited ?? false) && pl.timeline.events[0]?.eventId === raw?.events[0]?.eventId;
     };
     for (const pl of plans) {
       if (!pl.withState) continue;
       const unchanged = unchangedAtStart(pl);
       if (pl.timeline.events.length === 0 && (!unchanged || lazy)) needAt.push({ roomId: pl.roomId, position: pl.range.to });
-      if (!pl.full && sinceE !== null && !unchanged) needSince.push({ roomId: pl.roomId, position: sinceE });
+      if (!pl.full && sinceEvents !== null && !unchanged) needSince.push({ roomId: pl.roomId, position: sinceEvents });
     }
     const [groupsAtEnd, groupsAtSince] = await Promise.all([stateGroupsAt(hs.db, needAt), stateGroupsAt(hs.db, needSince)]);
     const stateStore = rooms.writer.stateGroups;
